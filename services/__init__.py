@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Services of llmops-stream: settings, local infrastructure, Kafka and ClickHouse access, and the CLI."""

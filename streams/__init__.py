@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Stream processing of llmops-stream: Faust agents that measure the traffic and write ClickHouse."""

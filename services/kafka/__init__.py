@@ -1,0 +1,1 @@
+"""Kafka access: client configuration, topic administration and typed producers/consumers."""
