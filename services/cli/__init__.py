@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The `llmops` command line."""

@@ -43,7 +43,8 @@ def confluent_consumer_config(settings: Settings, group_id: str, **overrides: An
 
 
 def confluent_admin_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, "client.id": settings.kafka_client_id}
+    # Admin calls raise their own errors with a message; librdkafka's connection log lines would only repeat them.
+    return {"bootstrap.servers": settings.bootstrap_servers, "client.id": settings.kafka_client_id, "log_level": 0}
 
 
 def aiokafka_producer_kwargs(settings: Settings, **overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,220 @@
+"""`llmops`: the command line of llmops-stream. Each subcommand is a thin layer over a service module."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from services.settings import Settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.ensure_object(dict)["settings"]  # type: ignore[no-any-return]
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="Where the local stack keeps data, logs and PIDs (env LLMOPS_DATA_DIR, default .llmops/).",
+)
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None) -> None:
+    """llmops-stream: LLM traffic as Kafka events, measured into ClickHouse, with canaries that roll back.
+
+    Configuration comes from environment variables prefixed LLMOPS_ (see README, "Settings").
+    By default every command uses the embedded local stack (`llmops infra up`); set
+    LLMOPS_KAFKA_BOOTSTRAP and LLMOPS_CLICKHOUSE_URL to use real Kafka and ClickHouse instead.
+    """
+    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    ctx.ensure_object(dict)["settings"] = Settings(**overrides)
+
+
+# --- infra -------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def infra() -> None:
+    """Run the embedded local stack: a Kafka-protocol broker (Tansu) and a ClickHouse server (chdb).
+
+    Both bind to 127.0.0.1 only. Ports: LLMOPS_BROKER_PORT (19092), LLMOPS_CLICKHOUSE_HTTP_PORT (18123),
+    LLMOPS_CLICKHOUSE_TCP_PORT (19000). External servers configured through LLMOPS_KAFKA_BOOTSTRAP or
+    LLMOPS_CLICKHOUSE_URL are never started or stopped, only checked.
+    """
+
+
+def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
+    for st in statuses:
+        state = click.style("up", fg="green") if st.running else click.style("down", fg="red")
+        kind = "local" if st.managed else "external"
+        extra = []
+        if st.pid:
+            extra.append(f"pid {st.pid}")
+        if st.rss_bytes:
+            extra.append(f"rss {st.rss_bytes / 2**20:.0f} MiB")
+        if st.started_in_s is not None:
+            extra.append(f"ready in {st.started_in_s:.2f}s")
+        if st.log and st.managed:
+            extra.append(f"log {st.log}")
+        click.echo(f"{st.name:<11} {state:<4}  {kind:<8} {st.location:<28} {', '.join(extra)}")
+
+
+@infra.command("up")
+@click.pass_context
+def infra_up(ctx: click.Context) -> None:
+    """Start the local broker and ClickHouse (those not running yet) and wait until healthy."""
+    from services.infra.process import InfraError
+    from services.infra.stack import LocalStack
+
+    try:
+        statuses = LocalStack(_settings(ctx)).up()
+    except InfraError as exc:
+        _fail(str(exc))
+    _print_status(statuses)
+
+
+@infra.command("down")
+@click.pass_context
+def infra_down(ctx: click.Context) -> None:
+    """Stop the local servers that `infra up` started (nothing else)."""
+    from services.infra.stack import LocalStack
+
+    stopped = LocalStack(_settings(ctx)).down()
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@infra.command("status")
+@click.pass_context
+def infra_status(ctx: click.Context) -> None:
+    """Show each server: running or not, where, PID, memory and log file. Exit 1 if any is down."""
+    from services.infra.stack import LocalStack
+
+    statuses = LocalStack(_settings(ctx)).status()
+    _print_status(statuses)
+    if not all(st.running for st in statuses):
+        sys.exit(1)
+
+
+# --- topics ------------------------------------------------------------------------------------------
+
+
+@cli.group()
+def topics() -> None:
+    """Kafka topics of the catalog (schemas/topics.py)."""
+
+
+@topics.command("create")
+@click.option("--deployment", "deployments", multiple=True, help="Also create llm.dispatch.<DEPLOYMENT>. Repeatable.")
+@click.pass_context
+def topics_create(ctx: click.Context, deployments: tuple[str, ...]) -> None:
+    """Create every catalog topic that does not exist yet (idempotent)."""
+    from schemas.topics import TOPICS, dispatch_topic
+    from services.kafka.admin import KafkaUnavailable, ensure_topics
+
+    try:
+        specs = [*TOPICS.values(), *(dispatch_topic(d) for d in deployments)]
+        results = ensure_topics(_settings(ctx), specs)
+    except (ValueError, KafkaUnavailable) as exc:
+        _fail(str(exc))
+    for res in results:
+        click.echo(f"{res.name:<32} {'created' if res.created else 'exists':<8} partitions={res.partitions}")
+
+
+@topics.command("list")
+@click.pass_context
+def topics_list(ctx: click.Context) -> None:
+    """List the topics on the cluster with their partition counts, and catalog topics still missing."""
+    from schemas.topics import TOPICS
+    from services.kafka.admin import KafkaUnavailable, existing_topics
+
+    try:
+        existing = existing_topics(_settings(ctx))
+    except KafkaUnavailable as exc:
+        _fail(str(exc))
+    for name, parts in sorted(existing.items()):
+        click.echo(f"{name:<32} partitions={parts}")
+    for name in sorted(set(TOPICS) - set(existing)):
+        click.echo(f"{name:<32} MISSING (run `llmops topics create`)")
+
+
+# --- migrations --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--status", "show_status", is_flag=True, help="Only show which migrations are applied.")
+@click.pass_context
+def migrate(ctx: click.Context, show_status: bool) -> None:
+    """Apply the ClickHouse migrations in deploy/clickhouse/ that are not applied yet, in order.
+
+    Each file is recorded in <database>.schema_migrations; running again does nothing. A failing
+    migration stops the run with the file name and the server's message.
+    """
+    from services.clickhouse import migrations
+
+    settings = _settings(ctx)
+    try:
+        if show_status:
+            for st in migrations.status(settings):
+                click.echo(f"{st.migration.path.name:<40} {'applied' if st.applied else 'pending'}")
+            return
+        applied = migrations.migrate(settings)
+    except migrations.MigrationError as exc:
+        _fail(str(exc))
+    for m in applied:
+        click.echo(f"applied {m.path.name}")
+    if not applied:
+        click.echo("up to date")
+
+
+# --- schemas -----------------------------------------------------------------------------------------
+
+
+@cli.group("schemas")
+def schemas_group() -> None:
+    """Event contracts (schemas/)."""
+
+
+@schemas_group.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def schemas_export(directory: Path) -> None:
+    """Write the JSON Schema of every event (envelope + payload) into DIRECTORY."""
+    from schemas.compat import export_json_schemas
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, schema in export_json_schemas().items():
+        (directory / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        click.echo(str(directory / name))
+
+
+# --- the main job ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--events", default=20, show_default=True, help="How many requests (and completions) to publish.")
+@click.option("--keep-running/--stop", default=True, show_default=True, help="Leave the local stack running at the end.")
+@click.pass_context
+def demo(ctx: click.Context, events: int, keep_running: bool) -> None:
+    """The main job on the embedded default (or external servers, via settings).
+
+    Starts the local stack, creates the topics, applies the migrations, publishes requests, completions
+    and feedback, reads them back through a consumer group into the ClickHouse raw tables, and prints
+    what landed and where everything is.
+    """
+    from services.demo import run_demo
+
+    run_demo(_settings(ctx), events=events, keep_running=keep_running, echo=click.echo)
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""ClickHouse access: the client factory and the migration runner."""
