@@ -297,7 +297,7 @@ def _ipv6_ok(m: re.Match[str]) -> bool:
 
 
 def _generic_secret_ok(m: re.Match[str]) -> bool:
-    value = m.group(0)
+    value = m.group(1) or m.group(2) or m.group(3) or ""
     low = value.lower()
     if any(p in low for p in _PLACEHOLDER_SECRETS):
         return False
@@ -321,7 +321,7 @@ class _Detector:
     pattern: re.Pattern[str]
     priority: int  # higher = more specific; wins overlaps
     validate: Callable[[re.Match[str]], bool] | None = None
-    group: int = 0  # which regex group is the span
+    groups: tuple[int, ...] = (0,)  # the span is the first of these groups that matched
     needle: str | None = None  # cheap prefilter: skip the regex if this substring is absent
 
 
@@ -412,12 +412,13 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
     _Detector(
         "generic_secret",
         re.compile(
-            r"(?i)(?<![A-Za-z0-9])(?:api[_-]?key|apikey|secret(?:[_-]?key)?|access[_-]?token|auth[_-]?token|"
-            r"bearer[_-]?token|client[_-]?secret|private[_-]?token|password|passwd|pwd|token)"
-            r"[\"']?\s*(?:[:=]|=>|:=)\s*[\"']?([A-Za-z0-9_\-+/=.~]{16,200})",
+            r"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_-])*(?:api[_-]?key|apikey|secret(?:[_-]?(?:access[_-]?)?key)?|"
+            r"access[_-]?(?:token|key)|auth[_-]?token|bearer[_-]?token|client[_-]?secret|private[_-]?token|"
+            r"password|passwd|pwd|token)"
+            r"[\"']?\s*(?:[:=]|=>|:=)\s*(?:\"([^\"\s]{12,200})\"|'([^'\s]{12,200})'|([A-Za-z0-9_\-+/=.~]{16,200}))",
             _A,
         ),
-        40, _generic_secret_ok, group=1,
+        40, _generic_secret_ok, groups=(1, 2, 3),
     ),
     _Detector(
         "phone",
@@ -443,7 +444,8 @@ def _candidates(text: str) -> list[tuple[int, int, int, str]]:
         for m in det.pattern.finditer(text):
             if det.validate is not None and not det.validate(m):
                 continue
-            start, end = m.span(det.group)
+            g = next(g for g in det.groups if m.start(g) >= 0)
+            start, end = m.span(g)
             if end > start:
                 out.append((det.priority, start, end, det.kind))
     return out
