@@ -40,7 +40,7 @@ BLOCK_THRESHOLD: Final[float] = 0.8
 _I = re.IGNORECASE
 
 _OBJ = (
-    r"(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|constraints|restrictions|"
+    r"(?:instructions?|directions|prompts?|rules|directives?|guidelines|guardrails|safeguards|constraints|restrictions|"
     r"programming|training|system\s+(?:prompt|message)|commands?|orders|context|policies)"
 )
 _DET = r"(?:(?:all|any|every|each|the|your|my|these|those|of|previous|prior|above|earlier|preceding|initial|original|system|safety|old|existing|current|given|that|you)\s+){0,4}"
@@ -75,7 +75,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
     ),
     _Pattern(
         "ignore_previous",
-        re.compile(r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:your|the)\s+" + _OBJ + r"\b", _I),
+        re.compile(r"\b(?:ignore|disregard|forget|bypass|circumvent|evade)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:your|the)\s+(?:safety\s+)?" + _OBJ + r"\b", _I),
         0.7,
     ),
     _Pattern(
@@ -179,7 +179,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
         "new_instructions",
         re.compile(
             r"\b(?:new|updated|real|actual|true|revised|override|secret|hidden|important)\s+(?:system\s+)?"
-            r"(?:instructions?|directives?|rules|prompt|task)\s*[:\-]",
+            r"(?:instructions?|directives?|rules|prompt)\s*[:\-]",
             _I,
         ),
         0.55,
@@ -211,14 +211,19 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
     _Pattern(
         "delimiter_injection",
         re.compile(
-            r"<\|(?:im_start|im_end|system|endoftext|eot_id|start_header_id|end_header_id|user|assistant)\|>|"
-            r"\[/?(?:INST|SYS)\]|<</?SYS>>|</?(?:system|sys|instructions?)>|"
+            r"<\|(?:im_start|start_header_id)\|>\s*(?:system|assistant|developer)\b|<</?SYS>>|</?(?:system|sys|instructions?)>|"
             r"^\s*#{2,}\s*(?:system|instruction|new\s+instructions?)\s*(?:prompt)?\s*:?\s*$|"
             r"\b(?:END|BEGIN)\s+OF\s+(?:USER\s+)?(?:INPUT|PROMPT|CONVERSATION|DOCUMENT)\b|"
             r"^\s*(?:system|SYSTEM)\s*:\s",
             re.MULTILINE,
         ),
-        0.6,
+        0.75,
+    ),
+    # a bare chat-template token is as often a question about tokenizers as an attack
+    _Pattern(
+        "delimiter_injection",
+        re.compile(r"<\|(?:im_start|im_end|system|endoftext|eot_id|start_header_id|end_header_id|user|assistant)\|>|\[/?(?:INST|SYS)\]"),
+        0.45,
     ),
     _Pattern(
         "exfiltration",

@@ -190,11 +190,12 @@ def ipv6_valid(value: str) -> bool:
         ipaddress.IPv6Address(value.split("%", 1)[0])
     except ValueError:
         return False
-    groups = [g for g in value.split(":") if g]
-    if value.startswith("::") or value.endswith("::"):
+    address, zone, _ = value.partition("%")
+    groups = [g for g in address.split(":") if g]
+    if address.startswith("::") or address.endswith("::") or zone:
         return len(groups) >= 1
-    # 'a::b' or 'de::ad' in code are more often identifiers than addresses
-    return len(groups) >= 3
+    # 'a::b' or 'de::ad' in code are more often identifiers than addresses: need 3 groups or a full one
+    return len(groups) >= 3 or any(len(g) == 4 for g in groups)
 
 
 def shannon_entropy(s: str) -> float:
@@ -289,7 +290,7 @@ def _ipv4_ok(m: re.Match[str]) -> bool:
         return False
     before = m.string[max(0, m.start() - 12): m.start()].lower()
     # "version 1.2.3.4", "v. 10.0.0.1", "release 4.4.2.1": version numbers, not addresses
-    return not re.search(r"(?:version|release|build|ver\.?|v\.?)\s*$", before)
+    return not re.search(r"\b(?:version|release|build|ver\.?|v\.?)\s*$", before)
 
 
 def _ipv6_ok(m: re.Match[str]) -> bool:
@@ -423,7 +424,7 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
     _Detector(
         "phone",
         re.compile(
-            r"(?<![\w.+/-])(?:\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{1,4}){1,5})(?![\w-]|\.\d)",
+            r"(?<![\w.+/-])(?:\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{1,8}){1,5})(?![\w-]|\.\d)",
             _A,
         ),
         30, _phone_ok,
