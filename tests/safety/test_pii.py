@@ -1,0 +1,144 @@
+"""Validators and the PII scanner: positives, tricky negatives, overlap resolution."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.safety.pii import (
+    card_valid,
+    es_dni_valid,
+    iban_valid,
+    ipv4_valid,
+    ipv6_valid,
+    jwt_valid,
+    luhn_valid,
+    scan_pii,
+    shannon_entropy,
+    uk_nino_valid,
+    us_ssn_valid,
+)
+
+
+def kinds(text: str) -> list[tuple[str, str]]:
+    return [(text[s.start:s.end], s.kind) for s in scan_pii(text)]
+
+
+@pytest.mark.parametrize("digits,ok", [
+    ("4111111111111111", True), ("4111111111111112", False), ("79927398713", True), ("79927398710", False),
+    ("0", True), ("", False), ("12a4", False),
+])
+def test_luhn(digits: str, ok: bool) -> None:
+    assert luhn_valid(digits) is ok
+
+
+@pytest.mark.parametrize("digits,ok", [
+    ("4242424242424242", True), ("5555555555554444", True), ("378282246310005", True), ("6011111111111117", True),
+    ("4000123456789010", False),  # fails Luhn
+    ("1234567812345670", False),  # passes Luhn, no issuer starts with 1
+    ("42424242424242", False),  # Visa with a wrong length
+])
+def test_card_valid(digits: str, ok: bool) -> None:
+    assert card_valid(digits) is ok
+
+
+@pytest.mark.parametrize("iban,ok", [
+    ("DE89370400440532013000", True), ("GB82 WEST 1234 5698 7654 32", True), ("FR1420041010050500013M02606", True),
+    ("DE89370400440532013001", False), ("GB83WEST12345698765432", False), ("DE8937040044053201300", False),
+    ("XX89370400440532013000", False), ("gb82west12345698765432", True),
+])
+def test_iban(iban: str, ok: bool) -> None:
+    assert iban_valid(iban) is ok
+
+
+@pytest.mark.parametrize("ssn,ok", [
+    ("536221234", True), ("000121234", False), ("666121234", False), ("900121234", False), ("999121234", False),
+    ("536001234", False), ("536220000", False), ("078051120", False), ("53622123", False),
+])
+def test_ssn(ssn: str, ok: bool) -> None:
+    assert us_ssn_valid(ssn) is ok
+
+
+@pytest.mark.parametrize("nino,ok", [
+    ("AB123456C", True), ("AB 12 34 56 C", True), ("QQ123456C", False), ("BG123456A", False), ("AB123456E", False),
+    ("DA123456A", False), ("AO123456A", False),
+])
+def test_nino(nino: str, ok: bool) -> None:
+    assert uk_nino_valid(nino) is ok
+
+
+@pytest.mark.parametrize("dni,ok", [("12345678Z", True), ("12345678A", False), ("X1234567L", True), ("X1234567A", False), ("1234567Z", False)])
+def test_dni(dni: str, ok: bool) -> None:
+    assert es_dni_valid(dni) is ok
+
+
+@pytest.mark.parametrize("ip,ok", [
+    ("192.168.1.1", True), ("0.0.0.0", True), ("255.255.255.255", True), ("256.1.1.1", False), ("999.1.1.1", False),
+    ("1.2.3", False), ("1.2.3.4.5", False), ("01.2.3.4", False),
+])
+def test_ipv4(ip: str, ok: bool) -> None:
+    assert ipv4_valid(ip) is ok
+
+
+@pytest.mark.parametrize("ip,ok", [
+    ("2001:db8::8a2e:370:7334", True), ("::1", True), ("fe80::1%eth0", True), ("::", False), ("12:30:45", False),
+    ("00:1A:2B:3C:4D:5E", False), ("de::ad", False), ("2001:db8:0:0:0:0:2:1", True), ("gggg::1", False),
+])
+def test_ipv6(ip: str, ok: bool) -> None:
+    assert ipv6_valid(ip) is ok
+
+
+def test_jwt_and_entropy() -> None:
+    tok = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    assert jwt_valid(tok)
+    assert not jwt_valid("eyJub3Rqc29u.eyJhIjoxfQ.abcdefghijkl")
+    assert shannon_entropy("aaaa") == 0.0
+    assert shannon_entropy("abcd") == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("mail john.doe@acme.io now", [("john.doe@acme.io", "email")]),
+    ("call (415) 555-2671 or +44 20 7946 0958", [("(415) 555-2671", "phone"), ("+44 20 7946 0958", "phone")]),
+    ("card 4111 1111 1111 1111.", [("4111 1111 1111 1111", "credit_card")]),
+    ("IBAN DE89 3704 0044 0532 0130 00", [("DE89 3704 0044 0532 0130 00", "iban")]),
+    ("ssn 536-22-1234", [("536-22-1234", "us_ssn")]),
+    ("host 10.0.0.1.", [("10.0.0.1", "ipv4")]),
+    ("AKIAIOSFODNN7EXAMPLE", [("AKIAIOSFODNN7EXAMPLE", "aws_access_key")]),
+    ("ghp_" + "a1" * 18, [("ghp_" + "a1" * 18, "github_token")]),
+    ("api_key = \"a8F3kL0pQz9XvB2nR7tY\"", [("a8F3kL0pQz9XvB2nR7tY", "generic_secret")]),
+])
+def test_scan_positives(text: str, expected: list[tuple[str, str]]) -> None:
+    assert kinds(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "version 1.2.3.4.5", "upgrade to 999.1.1.1", "release 10.4.2.1", "logo@2x.png", "admin@localhost",
+    "card 4111 1111 1111 1112", "IBAN DE89370400440532013001", "ssn 666-12-3456", "uuid 123e4567-e89b-12d3-a456-426614174000",
+    "commit 9fceb02d0ae598e95dc970b74767f19372d61af8", "MAC 00:1A:2B:3C:4D:5E", "api_key=YOUR_API_KEY_HERE",
+    "api_key = os.environ[\"API_KEY\"]", "std::vector<int>", "2024-01-15 12:30:45", "",
+])
+def test_scan_negatives(text: str) -> None:
+    assert scan_pii(text) == []
+
+
+def test_overlap_most_specific_wins() -> None:
+    # an sk- key inside an api_key= assignment: one span, the specific kind
+    text = "api_key=sk-proj-abcDEF123456ghiJKL7890mnop"
+    assert kinds(text) == [("sk-proj-abcDEF123456ghiJKL7890mnop", "openai_key")]
+    # a card number is also a digit run a phone regex could see: card wins, only one span
+    assert kinds("4242-4242-4242-4242") == [("4242-4242-4242-4242", "credit_card")]
+
+
+def test_spans_sorted_and_disjoint_with_unicode() -> None:
+    text = "Zoë 😀 écrit à zoe@exemple.fr, tél +33 1 23 45 67 89, IP 8.8.8.8"
+    spans = scan_pii(text)
+    assert [s.kind for s in spans] == ["email", "phone", "ipv4"]
+    assert text[spans[0].start:spans[0].end] == "zoe@exemple.fr"
+    for a, b in zip(spans, spans[1:]):
+        assert a.end <= b.start
+
+
+def test_private_key_block() -> None:
+    text = "key:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\nthanks"
+    (span,) = scan_pii(text)
+    assert span.kind == "private_key"
+    assert text[span.start:span.end].startswith("-----BEGIN") and text[span.start:span.end].endswith("KEY-----")
