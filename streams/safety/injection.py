@@ -51,6 +51,7 @@ class _Pattern:
     kind: str
     regex: re.Pattern[str]
     weight: float
+    needles: tuple[str, ...]  # lowercase substrings; the regex only runs when one is in the text
 
 
 _PATTERNS: Final[tuple[_Pattern, ...]] = (
@@ -63,6 +64,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.9,
+        needles=('ignore', 'disregard', 'forget', 'override', 'bypass', 'skip', 'abandon', 'drop', 'discard', 'neglect'),
     ),
     _Pattern(
         "ignore_previous",
@@ -72,11 +74,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.85,
+        needles=('ignore', 'disregard', 'forget', 'bypass', 'override'),
     ),
     _Pattern(
         "ignore_previous",
         re.compile(r"\b(?:ignore|disregard|forget|bypass|circumvent|evade)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:your|the)\s+(?:safety\s+)?" + _OBJ + r"\b", _I),
         0.7,
+        needles=('ignore', 'disregard', 'forget', 'bypass', 'circumvent', 'evade'),
     ),
     _Pattern(
         "reveal_system_prompt",
@@ -88,6 +92,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.75,
+        needles=('your',),
     ),
     _Pattern(
         "reveal_system_prompt",
@@ -98,18 +103,21 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.65,
+        needles=('repeat', 'print', 'output', 'reveal', 'show', 'recite'),
     ),
     _Pattern(
         "reveal_system_prompt",
         re.compile(r"\b(?:beginning|start(?:ing)?)\s+with\s+[\"'“]?you\s+are\b", _I),
         0.6,
+        needles=('with',),
     ),
     _Pattern(
         "jailbreak_persona",
         re.compile(r"\b(?:(?i:do\s+anything\s+now)|DAN\s+mode|(?i:jailbroken|jailbreak(?:ing)?\s+(?:mode|prompt))|DUDE\s+mode|AIM\s+mode|(?i:evil\s+confidant))\b"),
         0.9,
+        needles=('anything', 'dan', 'jailbr', 'dude', 'aim', 'confidant'),
     ),
-    _Pattern("jailbreak_persona", re.compile(r"\b(?:you\s+are|act\s+as|become|called|named)\s+DAN\b|\bDAN\b"), 0.4),
+    _Pattern("jailbreak_persona", re.compile(r"\b(?:you\s+are|act\s+as|become|called|named)\s+DAN\b|\bDAN\b"), 0.4, needles=('dan',)),
     _Pattern(
         "developer_mode",
         re.compile(
@@ -119,8 +127,9 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.6,
+        needles=('mode',),
     ),
-    _Pattern("developer_mode", re.compile(r"\b(?:developer|god|jailbreak|sudo)\s+mode\b", _I), 0.3),
+    _Pattern("developer_mode", re.compile(r"\b(?:developer|god|jailbreak|sudo)\s+mode\b", _I), 0.3, needles=('mode',)),
     _Pattern(
         "roleplay_jailbreak",
         re.compile(
@@ -130,6 +139,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.85,
+        needles=('pretend', 'act', 'imagine', 'role', 'behave', 'respond', 'answer'),
     ),
     _Pattern(
         "roleplay_jailbreak",
@@ -140,6 +150,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.85,
+        needles=('pretend', 'imagine', 'act', 'suppose', 'assume'),
     ),
     _Pattern(
         "no_restrictions",
@@ -150,6 +161,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.8,
+        needles=('longer', 'not'),
     ),
     _Pattern(
         "no_restrictions",
@@ -160,6 +172,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.8,
+        needles=('disable', 'turn', 'remove', 'deactivate', 'bypass', 'circumvent', 'evade', 'switch'),
     ),
     _Pattern(
         "no_restrictions",
@@ -169,11 +182,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.35,
+        needles=('without',),
     ),
     _Pattern(
         "you_are_now",
         re.compile(r"\byou\s+are\s+now\s+(?:a|an|in|my|the|no\s+longer|free|unrestricted|called|named|going|operating|DAN)\b", _I),
         0.45,
+        needles=('now',),
     ),
     _Pattern(
         "new_instructions",
@@ -183,11 +198,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.55,
+        needles=('instruction', 'directive', 'rule', 'prompt'),
     ),
     _Pattern(
         "new_instructions",
         re.compile(r"\bfrom\s+now\s+on,?\s+(?:you\s+(?:will|must|are|shall|should|can|have)|always|never|only|ignore|respond|answer|reply|act)\b", _I),
         0.4,
+        needles=('now',),
     ),
     _Pattern(
         "new_instructions",
@@ -197,6 +214,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.45,
+        needles=('instead', 'rather', 'obey', 'follow'),
     ),
     _Pattern(
         "system_override",
@@ -207,6 +225,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.75,
+        needles=('system', 'admin', 'developer', 'root', 'security', 'sudo', 'openai', 'anthropic'),
     ),
     _Pattern(
         "delimiter_injection",
@@ -218,12 +237,14 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             re.MULTILINE,
         ),
         0.75,
+        needles=('<', '#', 'end', 'begin', 'system'),
     ),
     # a bare chat-template token is as often a question about tokenizers as an attack
     _Pattern(
         "delimiter_injection",
         re.compile(r"<\|(?:im_start|im_end|system|endoftext|eot_id|start_header_id|end_header_id|user|assistant)\|>|\[/?(?:INST|SYS)\]"),
         0.45,
+        needles=('<|', '[inst', '[/inst', '[sys', '[/sys'),
     ),
     _Pattern(
         "exfiltration",
@@ -234,11 +255,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.7,
+        needles=('send', 'post', 'upload', 'forward', 'exfiltrate', 'transmit', 'leak', 'email'),
     ),
     _Pattern(
         "exfiltration",
         re.compile(r"!\[[^\]]*\]\(https?://[^)\s]+\?[^)\s]*=\s*(?:\{|\$|%7B)", _I),
         0.7,
+        needles=('![',),
     ),
     _Pattern(
         "decode_and_follow",
@@ -247,6 +270,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.55,
+        needles=('decode', 'decipher', 'translate'),
     ),
 )
 
@@ -265,7 +289,10 @@ class InjectionResult:
 
 def _pattern_hits(text: str) -> list[tuple[int, int, str, float]]:
     hits: list[tuple[int, int, str, float]] = []
+    low = text.lower()
     for p in _PATTERNS:
+        if not any(n in low for n in p.needles):
+            continue
         for m in p.regex.finditer(text):
             if m.end() > m.start():
                 hits.append((m.start(), m.end(), p.kind, p.weight))
