@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -138,3 +139,17 @@ def test_feature_without_values_is_skipped() -> None:
     report = run_drift_check(ref, cur, numerical, ["finish_reason"])
     assert report.skipped == ["ttft_ms"]
     assert "ttft_ms" not in report.per_feature and len(report.per_feature) == 10
+
+
+def test_check_in_a_thread_while_adding() -> None:
+    monitor = DriftMonitor(ENCODER, reference_size=150, current_size=150)
+    for c in make_completions(300, seed=1):
+        monitor.add(c)
+    more = make_completions(400, seed=12)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # as the agent does: check off the event loop
+        pending = [pool.submit(monitor.check) for _ in range(2)]
+        for c in more:
+            monitor.add(c)
+        reports = [p.result(timeout=60) for p in pending]
+    assert all(r.reference_size == 150 and r.current_size == 150 for r in reports)
+    assert monitor.seen == 700 and monitor.sizes() == (150, 150)
