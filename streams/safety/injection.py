@@ -231,9 +231,9 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
         "delimiter_injection",
         re.compile(
             r"<\|(?:im_start|start_header_id)\|>\s*(?:system|assistant|developer)\b|<</?SYS>>|</?(?:system|sys|instructions?)>|"
-            r"^\s*#{2,}\s*(?:system|instruction|new\s+instructions?)\s*(?:prompt)?\s*:?\s*$|"
+            r"^[ \t]*#{2,}[ \t]*(?:system|instruction|new[ \t]+instructions?)[ \t]*(?:prompt)?[ \t]*:?[ \t]*$|"
             r"\b(?:END|BEGIN)\s+OF\s+(?:USER\s+)?(?:INPUT|PROMPT|CONVERSATION|DOCUMENT)\b|"
-            r"^\s*(?:system|SYSTEM)\s*:\s",
+            r"^[ \t]*(?:system|SYSTEM)[ \t]*:\s",
             re.MULTILINE,
         ),
         0.75,
@@ -259,7 +259,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
     ),
     _Pattern(
         "exfiltration",
-        re.compile(r"!\[[^\]]*\]\(https?://[^)\s]+\?[^)\s]*=\s*(?:\{|\$|%7B)", _I),
+        re.compile(r"!\[[^\]\n]{0,200}\]\(https?://[^)\s?]{1,300}\?[^)\s]{0,300}?=\s*(?:\{|\$|%7B)", _I),
         0.7,
         needles=('![',),
     ),

@@ -75,8 +75,10 @@ def _card_issuer_ok(digits: str) -> bool:
         return n == 15
     if p4 == 6011 or p2 == 65 or 644 <= int(digits[:3]) <= 649 or 622126 <= p6 <= 622925:
         return 16 <= n <= 19
-    if 3528 <= p4 <= 3589:
+    if 3500 <= p4 <= 3599:  # JCB (issued 3528-3589; the rest of 35xx is unassigned but card-shaped)
         return 16 <= n <= 19
+    if p4 in (1800, 2131):  # legacy 15-digit JCB
+        return n == 15
     if p2 in (36, 38, 39) or 300 <= int(digits[:3]) <= 305:
         return 14 <= n <= 19
     if p2 == 62:
@@ -251,23 +253,29 @@ def _email_ok(m: re.Match[str]) -> bool:
     return tld not in _FILE_EXT_TLDS
 
 
+_PHONE_EXT: Final[re.Pattern[str]] = re.compile(r"[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6}$", re.ASCII)
+
+
 def _phone_ok(m: re.Match[str]) -> bool:
-    value = m.group(0)
+    value = _PHONE_EXT.sub("", m.group(0))
     digits = _digits(value)
     if value.startswith("+"):
         return 8 <= len(digits) <= 15
     seps = {ch for ch in value if not ch.isdigit()} - {"(", ")"}
     if len(seps) > 1 and not (seps == {" ", "-"} and "(" in value):
         return False
-    if "(" in value or len(digits) == 10:
-        # NANP: NXX-NXX-XXXX, optionally with a leading 1
-        d = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
-        if len(d) != 10 or d[0] in "01" or d[3] in "01":
-            return False
-        groups = re.findall(r"\d+", value)
-        return [len(g) for g in groups][-3:] == [3, 3, 4]
-    # national format with a trunk 0 (e.g. UK 020 7946 0958, FR 01 23 45 67 89)
-    return digits[0] == "0" and len(digits) in (10, 11) and "." not in seps
+    if digits.startswith("00"):
+        # international dialling prefix (001-339-763-4101, 0044 20 7946 0958)
+        return not digits.startswith("000") and 10 <= len(digits) <= 15 and bool(seps)
+    if digits[0] == "0":
+        # national format with a trunk 0 (UK 020 7946 0958, FR 01 23 45 67 89, DE (03449) 78690)
+        return len(digits) in (10, 11) and "." not in seps
+    # NANP: NXX-NXX-XXXX, optionally with a leading 1, grouped 3-3-4 (a bare 10-digit run is not enough)
+    d = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
+    if len(d) != 10 or d[0] in "01" or d[3] in "01":
+        return False
+    groups = re.findall(r"\d+", value)
+    return [len(g) for g in groups][-3:] == [3, 3, 4]
 
 
 def _card_ok(m: re.Match[str]) -> bool:
@@ -413,7 +421,7 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
     _Detector(
         "generic_secret",
         re.compile(
-            r"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_-])*(?:api[_-]?key|apikey|secret(?:[_-]?(?:access[_-]?)?key)?|"
+            r"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9]{1,20}[_-]){0,3}(?:api[_-]?key|apikey|secret(?:[_-]?(?:access[_-]?)?key)?|"
             r"access[_-]?(?:token|key)|auth[_-]?token|bearer[_-]?token|client[_-]?secret|private[_-]?token|"
             r"password|passwd|pwd|token)"
             r"[\"']?\s*(?:[:=]|=>|:=)\s*(?:\"([^\"\s]{12,200})\"|'([^'\s]{12,200})'|([A-Za-z0-9_\-+/=.~]{16,200}))",
@@ -424,7 +432,13 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
     _Detector(
         "phone",
         re.compile(
-            r"(?<![\w.+/-])(?:\+\d{7,15}|(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{1,8}){1,5})(?![\w-]|\.\d)",
+            # every repeated group starts with a separator, so a digit run splits one way only (no ReDoS)
+            r"(?<![\w.+/-])(?:"
+            r"\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\(\d{1,5}\))?(?:[ .-]?\d{1,12})?(?:[ .-]\d{1,8}){0,5}"  # +CC ...
+            r"|(?:\(\d{2,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,8}){1,5}"  # (area) groups with separators
+            r"|\(\d{2,5}\)[ .-]?\d{4,8}"  # (0161) 4960066
+            r"|0\d{9,10}"  # unseparated national number with a trunk 0
+            r")(?:[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6})?(?![\w-]|\.\d)",
             _A,
         ),
         30, _phone_ok,

@@ -142,3 +142,17 @@ def test_private_key_block() -> None:
     (span,) = scan_pii(text)
     assert span.kind == "private_key"
     assert text[span.start:span.end].startswith("-----BEGIN") and text[span.start:span.end].endswith("KEY-----")
+
+
+@pytest.mark.parametrize("phone", [
+    "+44(0)115 4960914", "(0161) 4960066", "+49 (0) 9141 777631", "+33 (0)1 41 63 60 83", "04 15 39 15 00",
+    "+34 920000806", "(0406)-812415", "206.269.0743x9150", "+1-780-563-6083x7783", "(798)938-6756x508",
+    "001-339-763-4101", "03662 585178",
+])
+def test_phone_formats(phone: str) -> None:
+    assert kinds(f"tel: {phone} ok") == [(phone, "phone")]
+
+
+@pytest.mark.parametrize("text", ["5272868387", "call 555-1234", "2024-01-15", "ticket 12-34-56", "+1 2", "00008063608"])
+def test_phone_negatives(text: str) -> None:
+    assert [k for _v, k in kinds(text)] == []
