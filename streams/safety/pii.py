@@ -68,7 +68,7 @@ def _card_issuer_ok(digits: str) -> bool:
     p4 = int(digits[:4])
     p6 = int(digits[:6])
     if digits[0] == "4":
-        return n in (13, 16, 19)
+        return n in (16, 19)  # 13-digit Visa is no longer issued and collides with EAN-13 barcodes
     if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:
         return n == 16
     if p2 in (34, 37):
@@ -83,8 +83,8 @@ def _card_issuer_ok(digits: str) -> bool:
         return 14 <= n <= 19
     if p2 == 62:
         return 16 <= n <= 19
-    if p2 in (50, 56, 57, 58, 63, 67):
-        return 12 <= n <= 19
+    if p2 in (50, 56, 57, 58, 63, 67):  # Maestro (12-15 digit ones are rare and look like EAN/order numbers)
+        return 16 <= n <= 19
     return False
 
 
@@ -253,6 +253,7 @@ def _email_ok(m: re.Match[str]) -> bool:
     return tld not in _FILE_EXT_TLDS
 
 
+_DIGIT_RUN: Final[re.Pattern[str]] = re.compile(r"\d+", re.ASCII)
 _PHONE_EXT: Final[re.Pattern[str]] = re.compile(r"[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6}$", re.ASCII)
 
 
@@ -264,6 +265,9 @@ def _phone_ok(m: re.Match[str]) -> bool:
     seps = {ch for ch in value if not ch.isdigit()} - {"(", ")"}
     if len(seps) > 1 and not (seps == {" ", "-"} and "(" in value):
         return False
+    groups = _DIGIT_RUN.findall(value)
+    if any(len(g) == 1 for g in groups[1:]):
+        return False  # a lone trailing/inner digit: ISBN-10 (0-19-651485-1), part numbers, not phone grouping
     if digits.startswith("00"):
         # international dialling prefix (001-339-763-4101, 0044 20 7946 0958)
         return not digits.startswith("000") and 10 <= len(digits) <= 15 and bool(seps)
@@ -274,7 +278,6 @@ def _phone_ok(m: re.Match[str]) -> bool:
     d = digits[1:] if len(digits) == 11 and digits[0] == "1" else digits
     if len(d) != 10 or d[0] in "01" or d[3] in "01":
         return False
-    groups = re.findall(r"\d+", value)
     return [len(g) for g in groups][-3:] == [3, 3, 4]
 
 
@@ -293,12 +296,15 @@ def _ssn_ok(m: re.Match[str]) -> bool:
     return us_ssn_valid(_digits(value))
 
 
+_VERSION_BEFORE: Final[re.Pattern[str]] = re.compile(r"(?:\b(?:version|release|build|ver\.?|v\.?|rv:)\s*|[a-z]/)$")
+
+
 def _ipv4_ok(m: re.Match[str]) -> bool:
     if not ipv4_valid(m.group(0)):
         return False
     before = m.string[max(0, m.start() - 12): m.start()].lower()
-    # "version 1.2.3.4", "v. 10.0.0.1", "release 4.4.2.1": version numbers, not addresses
-    return not re.search(r"\b(?:version|release|build|ver\.?|v\.?)\s*$", before)
+    # "version 1.2.3.4", "v. 10.0.0.1", "release 4.4.2.1", "rv:1.9.5.20", "Chrome/1.2.3.4": versions, not addresses
+    return not _VERSION_BEFORE.search(before)
 
 
 def _ipv6_ok(m: re.Match[str]) -> bool:
