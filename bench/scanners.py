@@ -118,6 +118,16 @@ def external_check(n_per_locale: int = 40) -> None:
                     fps += 1
                     fp_kinds[s.kind] = fp_kinds.get(s.kind, 0) + 1
     print(f"negatives: {fps} PII spans found in {texts} non-PII Faker values {fp_kinds or ''}")
+    benign = inj_fp = tox_fp = 0
+    for loc in ("en_US", "en_GB"):
+        fk = faker.Faker(loc)
+        fk.seed_instance(1)
+        for _ in range(n_per_locale * 5):
+            text = fk.paragraph(nb_sentences=5)
+            benign += 1
+            inj_fp += scan_injection(text).score >= FLAG_THRESHOLD
+            tox_fp += bool(scan_toxicity(text).spans)
+    print(f"benign Faker paragraphs: {inj_fp}/{benign} flagged as injection, {tox_fp}/{benign} with a toxic word")
 
 
 def _rate(fn: Callable[[str], object], texts: list[str], seconds: float) -> tuple[float, float]:
