@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -191,6 +192,78 @@ def schemas_export(directory: Path) -> None:
     for name, schema in export_json_schemas().items():
         (directory / name).write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
         click.echo(str(directory / name))
+
+
+# --- services ----------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("spec_path", metavar="DEPLOYMENT_SPEC", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--address", default=None, help="Ray cluster address (e.g. ray://head:10001). Default: start Ray locally.")
+@click.pass_context
+def serve(ctx: click.Context, spec_path: Path, address: str | None) -> None:
+    """Run one deployment (one model version) as Ray Serve replicas consuming llm.dispatch.<deployment>.
+
+    DEPLOYMENT_SPEC is a YAML file (see deploy/inference/). Each replica joins the consumer group
+    inference.<deployment>, generates with continuous batching, streams llm.completion-chunks and
+    publishes one Completion per request to llm.completions. Runs until Ctrl-C, then finishes or
+    releases in-flight work.
+    """
+    from pydantic import ValidationError
+
+    from schemas.topics import dispatch_topic
+    from services.inference.serve_app import serve_deployment, stop_deployment
+    from services.inference.spec import DeploymentSpec
+    from services.kafka.admin import KafkaUnavailable, ensure_topics
+
+    settings = _settings(ctx)
+    try:
+        spec = DeploymentSpec.from_yaml(spec_path)
+        ensure_topics(settings, [dispatch_topic(spec.deployment_id)])
+    except (ValidationError, ValueError, KafkaUnavailable) as exc:
+        _fail(f"{spec_path}: {exc}")
+    click.echo(f"serving {spec.deployment_id} ({spec.num_replicas} replica(s)) from {spec.dispatch_topic}; Ctrl-C stops")
+    serve_deployment(spec, address, settings=settings)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopping: finishing or releasing in-flight requests")
+        stop_deployment(spec)
+
+
+@cli.command()
+@click.option("--route", "routes", multiple=True, metavar="ALIAS=DEPLOYMENT", required=True,
+              help="Static route used until a rollout for the alias exists. Repeatable.")
+@click.pass_context
+def router(ctx: click.Context, routes: tuple[str, ...]) -> None:
+    """Route llm.requests to llm.dispatch.<deployment> by each alias's rollout weights.
+
+    Weights come from the compacted llm.rollouts topic (read from the beginning, so every router
+    agrees); users stay on one deployment (sticky by user, session or request id). Requests for an
+    unknown alias get an error completion; malformed ones go to llm.deadletter.
+    """
+    import asyncio
+    import signal
+
+    from services.router.router import Router
+
+    static: dict[str, str] = {}
+    for route in routes:
+        alias, sep, deployment = route.partition("=")
+        if not sep or not alias or not deployment:
+            _fail(f"--route {route!r}: expected ALIAS=DEPLOYMENT")
+        static[alias] = deployment
+
+    async def run() -> None:
+        service = Router(_settings(ctx), static)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.stop)
+        click.echo(f"routing {', '.join(f'{a} -> {d}' for a, d in static.items())}; Ctrl-C stops")
+        await service.run()
+
+    asyncio.run(run())
 
 
 # --- the main job ------------------------------------------------------------------------------------
