@@ -346,7 +346,7 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
         "private_key",
         re.compile(
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-            r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|(?:[\s]*[A-Za-z0-9+/=:\-,. ]+)+)"
+            r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:\-,.\s]{1,20000})"  # no END line: the key runs on (truncated paste)
         ),
         100,
         needle="PRIVATE KEY",

@@ -166,3 +166,9 @@ def test_phone_negatives(text: str) -> None:
 ])
 def test_versions_and_barcodes_are_not_pii(text: str) -> None:
     assert scan_pii(text) == []
+
+
+def test_truncated_private_key_is_still_caught() -> None:
+    text = "key -----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\nabc=="
+    (span,) = scan_pii(text)
+    assert span.kind == "private_key" and (span.start, span.end) == (4, len(text))
