@@ -1,0 +1,251 @@
+"""Raw sink, cost, latency, feedback, dead letters and redaction on a real broker and ClickHouse (one worker)."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+from confluent_kafka import Consumer
+
+from schemas import CompletionError, Feedback, decode, encode
+from schemas.codec import DecodeErrorKind
+from services.clickhouse.migrations import migrate
+from services.kafka.config import confluent_consumer_config
+from services.settings import Settings
+from streams.config import StreamsConfig
+from streams.cost import PriceTable
+from tests.streams.helpers import (
+    WorkerThread,
+    completion_event,
+    feedback_event,
+    make_config,
+    producer,
+    request_event,
+    rows,
+    scalar,
+    wait_until,
+)
+
+UID = uuid.uuid4().hex[:8]
+BUDGET_TENANT = f"budget-{UID}"
+FLAG_TENANT = f"flag-{UID}"
+
+
+@pytest.fixture(scope="module")
+def worker(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, StreamsConfig]]:
+    migrate(local_stack)
+    tmp = tmp_path_factory.mktemp("streams")
+    (tmp / "policies.yaml").write_text(f"default: {{pii: redact}}\ntenants:\n  {FLAG_TENANT}: {{pii: flag}}\n")
+    (tmp / "budgets.yaml").write_text(f'tenants:\n  {BUDGET_TENANT}: "0.0010"\n')
+    config = make_config(UID, tmp, policies_path=tmp / "policies.yaml", budgets_path=tmp / "budgets.yaml")
+    w = WorkerThread(local_stack, config).start()
+    yield local_stack, config
+    w.stop()
+
+
+def _consume_all(settings: Settings, topic: str, n: int, timeout_s: float = 30.0) -> list[bytes]:
+    consumer = Consumer(confluent_consumer_config(settings, f"check-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([topic])
+    out: list[bytes] = []
+    try:
+        wait_until(lambda: out.extend(m.value() for m in consumer.consume(1000, 0.5) if m.error() is None)
+                   or len(out) >= n, timeout_s, f"{n} messages on {topic}")
+    finally:
+        consumer.close()
+    return out
+
+
+def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) -> None:
+    settings, config = worker
+    tenant = f"tot-{UID}"
+    rng = random.Random(7)
+    prices = PriceTable.load(config.prices_path)
+    models = ["gpt-4o-mini", "gpt-4o", "SmolLM2-135M-Instruct"]
+    deployments = [f"{tenant}-d1", f"{tenant}-d2"]
+    p = producer(settings)
+    n = 240
+    expected_cost = Decimal(0)
+    exp_prompt = exp_completion = errors = 0
+    scores: dict[str, list[float]] = {d: [] for d in deployments}
+    for i in range(n):
+        rid = f"{tenant}-{i}"
+        dep = deployments[i % 2]
+        p.send(config.requests_topic, request_event(tenant, rid, deployment=dep), key=rid)
+        pt, ct, cached = rng.randint(1, 3000), rng.randint(0, 800), rng.randint(0, 5)
+        model = models[i % 3]
+        failed = i % 10 == 0
+        ev = completion_event(
+            tenant, rid, deployment_id=dep, model_name=model, prompt_tokens=pt, completion_tokens=ct,
+            cached_tokens=cached, total_ms=rng.uniform(10, 900), ttft_ms=None if failed else rng.uniform(1, 90),
+            finish_reason="error" if failed else "stop",
+            error=CompletionError(kind="internal", message="boom") if failed else None,
+        )
+        expected_cost += prices.price(model, ev.occurred_at, pt, ct, cached).total
+        exp_prompt += pt
+        exp_completion += ct
+        errors += failed
+        p.send(config.completions_topic, ev, key=rid)
+        if i % 2 == 0:
+            score = rng.random()
+            scores[dep].append(score)
+            p.send(config.feedback_topic, feedback_event(tenant, rid, score), key=rid)
+        if i % 40 == 0:  # a redelivered completion must not double count
+            p.send(config.completions_topic, ev, key=rid)
+    # One completion of a model without a price: stored unpriced, an alert, never a zero.
+    p.send(config.completions_topic, completion_event(tenant, f"{tenant}-unpriced", deployment_id=deployments[0],
+                                                      model_name=f"mystery-{UID}"))
+    p.flush()
+
+    wait_until(lambda: scalar(settings, "SELECT count() FROM agg_cost_minute FINAL WHERE tenant_id = {t:String} "
+                                        "AND unpriced = 1", t=tenant) == 1, 30, "unpriced completion aggregated")
+    wait_until(lambda: scalar(settings, "SELECT sum(requests) FROM agg_cost_minute FINAL WHERE tenant_id = {t:String}",
+                              t=tenant) == n + 1, 30, "cost aggregates cover every completion")
+
+    assert scalar(settings, "SELECT count() FROM raw_requests FINAL WHERE tenant_id = {t:String}", t=tenant) == n
+    assert scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}", t=tenant) == n + 1
+    assert scalar(settings, "SELECT count() FROM raw_feedback FINAL WHERE tenant_id = {t:String}", t=tenant) == n // 2
+    agg = rows(settings, "SELECT sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(unpriced), sum(cost) "
+                         "FROM agg_cost_minute FINAL WHERE tenant_id = {t:String} AND model_name != {m:String}",
+               t=tenant, m=f"mystery-{UID}")[0]
+    assert agg[:4] == (n, exp_prompt, exp_completion, 0)
+    assert Decimal(agg[4]) == expected_cost
+    unpriced = rows(settings, "SELECT priced, cost FROM cost_completions FINAL WHERE request_id = {r:String}",
+                    r=f"{tenant}-unpriced")
+    assert unpriced == [(0, None)]
+    assert scalar(settings, "SELECT count() FROM alerts_log FINAL WHERE alert_id LIKE {a:String}",
+                  a=f"unknown_model_price:mystery-{UID}:%") == 1
+    day = rows(settings, "SELECT requests, cost FROM v_cost_by_tenant_day WHERE tenant_id = {t:String}", t=tenant)
+    assert sum(r[0] for r in day) == n + 1 and sum(Decimal(r[1]) for r in day) == expected_cost
+
+    # Latency and errors per deployment per minute; quantile states merge across minutes.
+    lat = rows(settings, "SELECT sum(requests), sum(errors), quantilesMerge(0.5, 0.95, 0.99)(total_state) "
+                         "FROM agg_latency_minute FINAL WHERE deployment_id IN {d:Array(String)}", d=deployments)[0]
+    assert lat[0] == n + 1 and lat[1] == errors
+    assert 10 <= lat[2][0] <= lat[2][1] <= lat[2][2] <= 900
+    by_kind = rows(settings, "SELECT sumMap(errors_by_kind) FROM agg_latency_minute FINAL "
+                             "WHERE deployment_id IN {d:Array(String)}", d=deployments)[0][0]
+    assert by_kind == {"internal": errors}
+
+    # Feedback joined to completions by request_id: count, mean and share negative per deployment.
+    for dep, values in scores.items():
+        fb = rows(settings, "SELECT sum(feedback), sum(mean_score * feedback), sum(share_negative * feedback) "
+                            "FROM v_feedback_minute WHERE deployment_id = {d:String}", d=dep)[0]
+        assert fb[0] == len(values)
+        assert fb[1] == pytest.approx(sum(values))
+        assert fb[2] == pytest.approx(sum(1 for v in values if v < 0.5))
+
+
+def test_budget_crossed_raises_one_alert(worker: tuple[Settings, StreamsConfig]) -> None:
+    settings, config = worker
+    p = producer(settings)
+    # gpt-4o: 2.50 per 1M input tokens -> 1000 tokens = 0.0025 each; the budget (0.0010) is crossed on the first.
+    for i in range(30):
+        p.send(config.completions_topic, completion_event(BUDGET_TENANT, f"{BUDGET_TENANT}-{i}", model_name="gpt-4o",
+                                                          prompt_tokens=1000, completion_tokens=0))
+    p.flush()
+    wait_until(lambda: scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}",
+                              t=BUDGET_TENANT) == 30, 30, "budget tenant's completions stored")
+    assert scalar(settings, "SELECT count() FROM alerts_log FINAL WHERE kind = 'budget' AND tenant_id = {t:String}",
+                  t=BUDGET_TENANT) == 1
+    alerts = [decode(v) for v in _consume_all(settings, config.alerts_topic, 1)]
+    assert [a.payload.kind for a in alerts if a.tenant_id == BUDGET_TENANT] == ["budget"]
+
+
+def test_malformed_events_reach_dead_letters_and_good_ones_are_processed(
+    worker: tuple[Settings, StreamsConfig],
+) -> None:
+    settings, config = worker
+    tenant = f"dl-{UID}"
+    p = producer(settings)
+    topics = [config.requests_topic, config.completions_topic, config.feedback_topic]
+    goods = [json.loads(encode(ev)[0]) for ev in (
+        request_event(tenant, "x"), completion_event(tenant, "x"), feedback_event(tenant, "x", 0.5))]
+    invalid_payloads = [{"messages": []}, {"prompt_tokens": -5}, {"score": 7}]
+
+    def bad(kind: DecodeErrorKind, t: int) -> bytes:
+        good = goods[t]
+        if kind == DecodeErrorKind.NOT_JSON:
+            return b"{not json"
+        if kind == DecodeErrorKind.EMPTY:
+            return b""
+        if kind == DecodeErrorKind.UNKNOWN_TYPE:
+            return json.dumps(dict(good, event_type="inference.nope")).encode()
+        if kind == DecodeErrorKind.UNSUPPORTED_VERSION:
+            return json.dumps(dict(good, schema_version=99)).encode()
+        return json.dumps(dict(good, payload=dict(good["payload"], **invalid_payloads[t]))).encode()
+
+    kinds = [DecodeErrorKind.NOT_JSON, DecodeErrorKind.UNKNOWN_TYPE, DecodeErrorKind.UNSUPPORTED_VERSION,
+             DecodeErrorKind.INVALID, DecodeErrorKind.EMPTY]
+    n_good = 0
+    for i in range(1000):
+        p.send_raw(topics[i % 3], bad(kinds[i % 5], i % 3), key=f"bad-{i}".encode())
+        if i % 10 == 0:
+            rid = f"{tenant}-{i}"
+            p.send(config.completions_topic, completion_event(tenant, rid), key=rid)
+            n_good += 1
+    p.flush()
+    counts = wait_until(
+        lambda: (got := dict(rows(settings, "SELECT error_kind, count() FROM dead_letters FINAL "
+                                            "WHERE src_topic IN {t:Array(String)} GROUP BY error_kind", t=topics)))
+        and sum(got.values()) >= 1000 and got, 60, "1000 dead letters")
+    assert counts == {k.value: 200 for k in kinds}
+    assert scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}", t=tenant) == n_good
+    sample = rows(settings, "SELECT original, consumer, error FROM dead_letters FINAL WHERE src_topic = {t:String} "
+                            "AND error_kind = 'not_json' LIMIT 1", t=topics[0])[0]
+    assert sample[0] in (b"{not json", "{not json") and sample[1] == config.consumer_name and "not_json" in sample[2]
+    letters = [decode(v).payload for v in _consume_all(settings, config.deadletter_topic, 1000, 60)]
+    assert len({(d.topic, d.partition, d.offset) for d in letters}) == 1000
+    assert {d.error_kind for d in letters} == {k.value for k in kinds}
+
+
+def test_pii_is_redacted_before_storage_per_tenant_policy(worker: tuple[Settings, StreamsConfig]) -> None:
+    settings, config = worker
+    redact_tenant = f"pii-{UID}"
+    email, card = "jane.doe@example.com", "4111 1111 1111 1111"
+    text = f"Sure. Contact {email} and pay with {card}."
+    prompt = f"my email is {email}"
+    p = producer(settings)
+    for tenant in (redact_tenant, FLAG_TENANT):
+        rid = f"{tenant}-1"
+        p.send(config.requests_topic, request_event(tenant, rid, text=prompt), key=rid)
+        p.send(config.completions_topic, completion_event(tenant, rid, text=text, prompt_text=prompt), key=rid)
+        p.send(config.feedback_topic, feedback_event(tenant, rid, 0.2).model_copy(update={
+            "payload": Feedback(request_id=rid, score=0.2, comment=f"reach me at {email}")}), key=rid)
+    p.flush()
+    both = [redact_tenant, FLAG_TENANT]
+    wait_until(lambda: scalar(settings, "SELECT count() FROM raw_feedback FINAL WHERE tenant_id IN {t:Array(String)}",
+                              t=both) == 2, 30, "both tenants stored")
+    wait_until(lambda: scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id IN {t:Array(String)}",
+                              t=both) == 2, 30, "both completions stored")
+
+    stored = rows(settings, "SELECT c.prompt_text, c.text, r.messages, f.comment FROM raw_completions AS c FINAL "
+                            "JOIN raw_requests AS r FINAL ON r.request_id = c.request_id "
+                            "JOIN raw_feedback AS f FINAL ON f.request_id = c.request_id WHERE c.tenant_id = {t:String}",
+                  t=redact_tenant)
+    assert len(stored) == 1
+    blob = " ".join(stored[0])
+    assert email not in blob and card not in blob and "4111" not in blob
+    assert "[REDACTED:email]" in stored[0][1] and "[REDACTED:credit_card]" in stored[0][1]
+    assert "[REDACTED:email]" in stored[0][0] and "[REDACTED:email]" in stored[0][3]
+    # The flag-only tenant keeps its text (so the redaction above is the policy's doing, not the table's).
+    kept = scalar(settings, "SELECT text FROM raw_completions FINAL WHERE tenant_id = {t:String}", t=FLAG_TENANT)
+    assert email in kept
+    # Findings: in the table and on the safety topic, with spans only.
+    findings = rows(settings, "SELECT scanned, category, action, kinds FROM safety_findings FINAL "
+                              "WHERE tenant_id = {t:String} ORDER BY scanned, finding_index", t=redact_tenant)
+    assert ("completion", "pii", "redact", ["email"]) in findings
+    assert ("completion", "pii", "redact", ["credit_card"]) in findings
+    assert ("prompt", "pii", "redact", ["email"]) in findings
+    raw_events = _consume_all(settings, config.safety_topic, len(findings))
+    events = [decode(v) for v in raw_events]
+    mine = [e for e in events if e.tenant_id == redact_tenant]
+    assert len(mine) == len(findings)
+    assert all(email.encode() not in v and b"4111" not in v for v in raw_events)
+    assert all(s.end > s.start for e in mine for s in e.payload.spans)
+    wait_until(lambda: scalar(settings, "SELECT sum(findings) FROM agg_safety_minute FINAL WHERE deployment_id = 'dep-a' "
+                                        "AND category = 'pii'") >= len(findings), 30, "safety counted per minute")
+
