@@ -5,6 +5,7 @@ defined here. This package imports nothing else of the project: services and str
 depend on it, never the reverse.
 """
 
+from schemas.aggregates import DeploymentWindow, Quantiles
 from schemas.alerts import Alert, AlertSeverity
 from schemas.codec import DecodeError, DecodeErrorKind, decode, encode, make_event
 from schemas.completions import Completion, CompletionChunk, CompletionError, FinishReason
@@ -26,6 +27,7 @@ __all__ = [
     "CompletionChunk",
     "CompletionError",
     "DeadLetter",
+    "DeploymentWindow",
     "DecodeError",
     "DecodeErrorKind",
     "Envelope",
@@ -37,6 +39,7 @@ __all__ = [
     "InferenceRequest",
     "Message",
     "PromptRef",
+    "Quantiles",
     "RolloutAction",
     "RolloutEvent",
     "SafetyCategory",

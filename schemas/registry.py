@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from schemas.aggregates import DeploymentWindow
 from schemas.alerts import Alert
 from schemas.completions import Completion, CompletionChunk
 from schemas.deadletter import DeadLetter
@@ -42,6 +43,7 @@ EVENT_TYPES: dict[str, EventType] = {
         _current("alert", Alert),
         _current("rollout", RolloutEvent),
         _current("deadletter", DeadLetter),
+        _current("deployment.window", DeploymentWindow),
     )
 }
 

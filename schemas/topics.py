@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from schemas.aggregates import DeploymentWindow
 from schemas.alerts import Alert
 from schemas.completions import Completion, CompletionChunk
 from schemas.deadletter import DeadLetter
@@ -60,8 +61,14 @@ DEADLETTER = TopicSpec(
     description="Inputs that could not be decoded or processed, with the reason.",
 )
 
+DEPLOYMENT_WINDOWS = TopicSpec(
+    "llm.deployment-windows", DeploymentWindow, "deployment_id", 3,
+    description="Per-interval aggregates per deployment, for the canary judge.",
+)
+
 TOPICS: dict[str, TopicSpec] = {
-    t.name: t for t in (REQUESTS, COMPLETIONS, COMPLETION_CHUNKS, FEEDBACK, SAFETY, ALERTS, ROLLOUTS, DEADLETTER)
+    t.name: t
+    for t in (REQUESTS, COMPLETIONS, COMPLETION_CHUNKS, FEEDBACK, SAFETY, ALERTS, ROLLOUTS, DEADLETTER, DEPLOYMENT_WINDOWS)
 }
 
 DISPATCH_PREFIX = "llm.dispatch."
