@@ -116,6 +116,7 @@ class Engine:
         self.device = loaded.device
         self.limits = limits or EngineLimits()
         self._inbox: list[_Seq] = []
+        self._cancels: list[tuple[set[str], threading.Event]] = []
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._waiting: list[tuple[int, int, _Seq]] = []
@@ -143,6 +144,19 @@ class Engine:
             self._inbox.append(seq)
             self._wakeup.notify()
 
+    def cancel(self, request_ids: set[str], timeout_s: float = 30.0) -> bool:
+        """Drop these requests (queued or running) without callbacks; blocks until the engine thread has done so.
+
+        After it returns, no callback for them runs any more. Without a running engine thread, call ``step``.
+        """
+        done = threading.Event()
+        with self._wakeup:
+            self._cancels.append((set(request_ids), done))
+            self._wakeup.notify()
+        if self._thread is None or threading.current_thread() is self._thread:
+            return False
+        return done.wait(timeout_s)
+
     @property
     def num_running(self) -> int:
         return len(self._rows)
@@ -162,8 +176,12 @@ class Engine:
         """One iteration: intake, deadline drops, admission + prefill, one batched decode. False if idle."""
         with self._lock:
             inbox, self._inbox = self._inbox, []
+            cancels, self._cancels = self._cancels, []
         for seq in inbox:
             self._intake(seq)
+        for ids, done in cancels:
+            self._cancel(ids)
+            done.set()
         now_wall = time.time()
         self._drop_expired(now_wall)
         newcomers = self._admit()
@@ -190,6 +208,14 @@ class Engine:
             return
         seq.reserve = min(seq.reserve, self.loaded.max_context)
         heapq.heappush(self._waiting, (-seq.req.priority, next(self._order), seq))
+
+    def _cancel(self, ids: set[str]) -> None:
+        if any(item[2].req.request_id in ids for item in self._waiting):
+            self._waiting = [item for item in self._waiting if item[2].req.request_id not in ids]
+            heapq.heapify(self._waiting)
+        gone = [i for i, s in enumerate(self._rows) if s.req.request_id in ids]
+        if gone:
+            self._remove_rows(gone)
 
     def _drop_expired(self, now_wall: float) -> None:
         if any(s.req.deadline is not None and now_wall >= s.req.deadline for _, _, s in self._waiting):
@@ -418,7 +444,7 @@ class Engine:
                 busy = False
             if not busy:
                 with self._wakeup:
-                    if not self._inbox and not self._stopping:
+                    if not self._inbox and not self._cancels and not self._stopping:
                         self._wakeup.wait(timeout=0.05)
 
     def _fail_all(self, message: str) -> None:

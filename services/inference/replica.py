@@ -106,7 +106,10 @@ class _Revoke(ConsumerRebalanceListener):
         self.replica = replica
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:  # type: ignore[override]
+        if self.replica._tasks:  # completions being acknowledged: let them land so their offsets commit
+            await asyncio.wait(set(self.replica._tasks), timeout=5)
         await self.replica._commit()
+        await self.replica._release(set(revoked))
         self.replica._offsets.forget(set(revoked))
         self.replica._paused.difference_update(revoked)
 
@@ -311,6 +314,21 @@ class KafkaReplica:
         await ack
         self.stats.dead_lettered += 1
         self._offsets.done(tp, record.offset)
+
+    async def _release(self, partitions: set[TopicPartition]) -> None:
+        """Stop working on requests from partitions this replica no longer owns: their new owner redoes them.
+
+        Without this, two replicas would stream the same request at once; with it, a request's chunk stream
+        restarts at index 0 only after the previous owner stopped sending.
+        """
+        keys = [k for k in self._jobs if TopicPartition(k[0], k[1]) in partitions]
+        if not keys:
+            return
+        ids = {self._jobs[k].request.request_id for k in keys}
+        await asyncio.to_thread(self.engine.cancel, ids)
+        for k in keys:
+            self._jobs.pop(k, None)
+        self.stats.released += len(keys)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

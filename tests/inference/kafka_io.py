@@ -40,11 +40,20 @@ class Collected:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
     def streamed_text(self, request_id: str) -> str:
-        """The chunks of the LAST attempt (a redelivered request restarts at index 0), in index order."""
-        by_index: dict[int, str] = {}
+        """The text of the LAST attempt's chunks: a redelivered request restarts its stream at index 0.
+
+        A request's chunks share one partition (key = request_id), so arrival order is production order.
+        """
+        attempt: list[CompletionChunk] = []
         for c in self.chunks.get(request_id, []):
-            by_index[c.index] = c.text
-        return "".join(by_index[i] for i in sorted(by_index))
+            if c.index == 0:
+                attempt = []
+            attempt.append(c)
+        assert [c.index for c in attempt] == list(range(len(attempt))), f"chunks out of order for {request_id}"
+        return "".join(c.text for c in attempt)
+
+    def attempts(self, request_id: str) -> int:
+        return sum(1 for c in self.chunks.get(request_id, []) if c.index == 0)
 
 
 class Reader:
