@@ -149,7 +149,7 @@ class Notifier:
         """Handle a batch; returns, per partition, the offset to commit (the first record not finished)."""
         letters: list[asyncio.Future[Any]] = []
         first_of: dict[str, tuple[TopicPartition, int]] = {}
-        work: dict[tuple[TopicPartition, int], Any] = {}
+        work: dict[tuple[TopicPartition, int], Envelope[Alert]] = {}
         same_as: dict[tuple[TopicPartition, int], tuple[TopicPartition, int]] = {}
         for tp, records in batches.items():
             for rec in records:
@@ -165,10 +165,11 @@ class Notifier:
                     same_as[(tp, rec.offset)] = first_of[key]
                     continue
                 first_of[key] = (tp, rec.offset)
-                work[(tp, rec.offset)] = self._handle(sender, event)
+                work[(tp, rec.offset)] = event
         for fut in letters:  # dead letters acknowledged before their inputs are committed
             await fut
-        done = dict(zip(work, await asyncio.gather(*work.values()), strict=True))
+        finished = await asyncio.gather(*(self._handle(sender, event) for event in work.values()))
+        done = dict(zip(work, finished, strict=True))
         for pos, first in same_as.items():
             done[pos] = done[first]
 

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import signal
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -24,7 +25,7 @@ from services.infra.process import free_port
 from services.kafka.config import aiokafka_consumer_kwargs
 from services.kafka.producer import EventProducer
 from services.notifier.config import NotifierConfig
-from services.notifier.service import Notifier, NotifierTopics
+from services.notifier.service import Notifier, NotifierTopics, run_notifier
 from services.settings import Settings
 from tests.notifier.helpers import SECRET, Reply, alert_event, receiver, wait_until
 
@@ -205,3 +206,20 @@ async def test_malformed_events_go_to_the_dead_letter_topic_and_the_loop_continu
     assert all(d.topic == topics.alerts and d.consumer == config.group_id for d in letters)
     assert base64.b64decode(letters[0].original_b64) == b"not json {"
     assert letters[1].original() == encode(rollout)[0]
+
+
+async def test_run_notifier_prints_to_the_console_and_stops_on_sigterm(local_stack: Settings, unique: str) -> None:
+    """The CLI's entry point: console only, stopped the way a terminal or an orchestrator stops it."""
+    topics = _topics(local_stack, unique)
+    event = alert_event("cli", "unknown_model_price", "warning", observed={"requests": 3})
+    _publish(local_stack, topics.alerts, [event])
+    out = io.StringIO()
+    config = NotifierConfig(console=True, group_id=f"notify.{unique}")
+    task = asyncio.create_task(run_notifier(local_stack, config, topics=topics, console=out))
+    await wait_until(lambda: "unknown_model_price" in out.getvalue() or task.done(), 30, "the console line")
+    signal.raise_signal(signal.SIGTERM)  # at once: a graceful stop still commits the batch it printed
+    stats = await asyncio.wait_for(task, 20)
+    assert stats.printed == 1 and stats.committed == {f"{topics.alerts}/0": 1}
+    line, = out.getvalue().splitlines()
+    assert " WARNING " in line and "[tenant acme, deployment dep-1]" in line and line.endswith("requests=3")
+    assert line.startswith(event.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
