@@ -266,6 +266,58 @@ def router(ctx: click.Context, routes: tuple[str, ...]) -> None:
     asyncio.run(run())
 
 
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="StreamsConfig as JSON (topics, batch size/interval, price/budget/policy files, drift settings).")
+@click.option("--log-level", default="INFO", show_default=True, help="Python log level of the worker.")
+@click.pass_context
+def streams(ctx: click.Context, config_path: Path | None, log_level: str) -> None:
+    """Run the stream worker: raw sink, dead letters, safety, cost, latency, feedback and drift into ClickHouse.
+
+    Reads llm.requests, llm.completions and llm.feedback in the consumer group llmops-streams, writes the
+    raw tables (redacted per tenant policy) and per-minute aggregates, publishes safety findings, alerts
+    and dead letters, and commits offsets only after ClickHouse and the broker acknowledged a batch.
+    Runs until Ctrl-C or SIGTERM.
+    """
+    import logging
+
+    from pydantic import ValidationError
+
+    from streams.config import StreamsConfig
+    from streams.worker import run_worker
+
+    try:
+        config = StreamsConfig.load(config_path) if config_path else None
+    except (ValidationError, ValueError, OSError) as exc:
+        _fail(f"{config_path}: {exc}")
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(_settings(ctx), config)
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=Path("deploy/notifier.yaml"), show_default=True, help="Webhooks, filters, retry policy, console.")
+@click.pass_context
+def notify(ctx: click.Context, config_path: Path) -> None:
+    """Deliver llm.alerts to webhooks (JSON, HMAC-SHA256 signed, retried with backoff) and/or the console.
+
+    At-least-once: offsets are committed after each alert was delivered or failed for good; every POST
+    carries X-Llmops-Dedup-Key (the alert event's id) so receivers can drop redeliveries, and
+    X-Llmops-Signature (sha256=HMAC of the body). Runs until Ctrl-C or SIGTERM.
+    """
+    import asyncio
+
+    from services.notifier.config import ConfigError, load_notifier_config
+    from services.notifier.service import run_notifier
+
+    try:
+        config = load_notifier_config(config_path)
+    except ConfigError as exc:
+        _fail(str(exc))
+    stats = asyncio.run(run_notifier(_settings(ctx), config))
+    click.echo(f"stopped: {stats}")
+
+
 # --- the main job ------------------------------------------------------------------------------------
 
 
