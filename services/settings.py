@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"{self.broker_host}:{self.broker_port}"
 
+    def to_env(self) -> dict[str, str]:
+        """The LLMOPS_* environment that makes a child process's ``Settings()`` equal these settings."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                env[f"LLMOPS_{name.upper()}"] = str(value)
+        return env
+
     def clickhouse_http(self) -> tuple[str, int, str, str, bool]:
         """(host, port, username, password, secure) of the ClickHouse HTTP interface."""
         if self.clickhouse_url is None:

@@ -22,19 +22,7 @@ from services.settings import Settings
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The LLMOPS_* environment that makes a subprocess's Settings() equal these settings."""
-    env = {
-        "LLMOPS_DATA_DIR": str(settings.data_dir),
-        "LLMOPS_BROKER_PORT": str(settings.broker_port),
-        "LLMOPS_CLICKHOUSE_HTTP_PORT": str(settings.clickhouse_http_port),
-        "LLMOPS_CLICKHOUSE_TCP_PORT": str(settings.clickhouse_tcp_port),
-        "LLMOPS_CLICKHOUSE_DATABASE": settings.clickhouse_database,
-        "LLMOPS_KAFKA_SESSION_TIMEOUT_MS": str(settings.kafka_session_timeout_ms),
-    }
-    if settings.kafka_bootstrap:
-        env["LLMOPS_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    if settings.clickhouse_url:
-        env["LLMOPS_CLICKHOUSE_URL"] = settings.clickhouse_url
-    return env
+    return settings.to_env()
 
 
 @pytest.fixture(scope="session")

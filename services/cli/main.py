@@ -325,16 +325,16 @@ def notify(ctx: click.Context, config_path: Path) -> None:
 @click.option("--events", default=20, show_default=True, help="How many requests (and completions) to publish.")
 @click.option("--keep-running/--stop", default=True, show_default=True, help="Leave the local stack running at the end.")
 @click.pass_context
-def demo(ctx: click.Context, events: int, keep_running: bool) -> None:
-    """The main job on the embedded default (or external servers, via settings).
+def smoke(ctx: click.Context, events: int, keep_running: bool) -> None:
+    """Check the stack end to end without a model (fast).
 
-    Starts the local stack, creates the topics, applies the migrations, publishes requests, completions
-    and feedback, reads them back through a consumer group into the ClickHouse raw tables, and prints
-    what landed and where everything is.
+    Starts the local stack (if local), creates the topics, applies the migrations, publishes sample
+    requests, completions and feedback, reads them back through a consumer group into the ClickHouse raw
+    tables, and prints what landed and where everything is.
     """
-    from services.demo import run_demo
+    from services.smoke import run_smoke
 
-    run_demo(_settings(ctx), events=events, keep_running=keep_running, echo=click.echo)
+    run_smoke(_settings(ctx), events=events, keep_running=keep_running, echo=click.echo)
 
 
 def main() -> None:

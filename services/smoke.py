@@ -1,6 +1,6 @@
-"""The main job on the embedded default: bring the stack up, publish traffic, land it in ClickHouse, report.
+"""A smoke check of the stack: bring it up, publish sample traffic, land it in ClickHouse, report.
 
-This is the foundation round trip: requests, completions and feedback are produced to Kafka with
+The foundation round trip, no model involved: requests, completions and feedback are produced to Kafka with
 confluent-kafka, read back by an aiokafka consumer group, written to the raw ClickHouse tables
 (offsets committed only after ClickHouse acknowledged), and counted back with SQL.
 """
@@ -63,7 +63,7 @@ def publish_sample_traffic(settings: Settings, run_id: str, events: int) -> set[
         )
         fb = Feedback(request_id=request_id, score=rng.random(), source="user")
         for topic, payload in ((REQUESTS.name, req), (COMPLETIONS.name, comp), (FEEDBACK.name, fb)):
-            producer.send(topic, make_event(payload, source="llmops.demo", tenant_id=tenant), key=request_id)
+            producer.send(topic, make_event(payload, source="llmops.smoke", tenant_id=tenant), key=request_id)
     producer.flush()
     return ids
 
@@ -71,7 +71,7 @@ def publish_sample_traffic(settings: Settings, run_id: str, events: int) -> set[
 async def read_back_into_clickhouse(settings: Settings, run_id: str, expected: int, timeout_s: float = 60.0) -> int:
     """Consume the three topics in a consumer group and insert this run's events into the raw tables."""
     client = connect(settings)
-    consumer = AIOKafkaConsumer(*_TABLES, **aiokafka_consumer_kwargs(settings, group_id="llmops.demo.readback"))
+    consumer = AIOKafkaConsumer(*_TABLES, **aiokafka_consumer_kwargs(settings, group_id="llmops.smoke.readback"))
     await consumer.start()
     seen = 0
     deadline = time.monotonic() + timeout_s
@@ -100,7 +100,7 @@ async def read_back_into_clickhouse(settings: Settings, run_id: str, expected: i
     return seen
 
 
-def run_demo(settings: Settings, *, events: int, keep_running: bool, echo: Echo = print) -> None:
+def run_smoke(settings: Settings, *, events: int, keep_running: bool, echo: Echo = print) -> None:
     t0 = time.monotonic()
     stack = LocalStack(settings)
     echo("== local stack")
@@ -117,7 +117,7 @@ def run_demo(settings: Settings, *, events: int, keep_running: bool, echo: Echo 
     run_id = uuid.uuid4().hex[:8]
     echo(f"== publishing {events} requests, completions and feedback (run {run_id})")
     publish_sample_traffic(settings, run_id, events)
-    echo("== reading them back through the consumer group 'llmops.demo.readback' into ClickHouse")
+    echo("== reading them back through the consumer group 'llmops.smoke.readback' into ClickHouse")
     seen = asyncio.run(read_back_into_clickhouse(settings, run_id, expected=3 * events))
     echo(f"   consumed {seen} events of this run")
 
