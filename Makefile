@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/llmops demo
+	$(VENV)/bin/llmops smoke
 
 test: setup
 	$(PY) -m pytest -p no:cacheprovider
