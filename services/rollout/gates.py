@@ -67,13 +67,14 @@ class SideStats:
             s.feedback_sum += w.feedback_score_sum
             s.cost_total += w.cost_total
             s.priced_requests += w.priced_requests
-            if w.priced_requests > 0:
+            if w.priced_requests > 0 and math.isfinite(w.cost_total):
                 s.window_cost_per_request.append(w.cost_total / w.priced_requests)
-            if w.latency_sample_ms:
-                weight = max(w.requests, len(w.latency_sample_ms)) / len(w.latency_sample_ms)
-                s.latency.extend(w.latency_sample_ms)
-                s.latency_weights.extend([weight] * len(w.latency_sample_ms))
-            if w.drift_share is not None:
+            sample = [x for x in w.latency_sample_ms if math.isfinite(x)]
+            if sample:
+                weight = max(w.requests, len(sample)) / len(sample)
+                s.latency.extend(sample)
+                s.latency_weights.extend([weight] * len(sample))
+            if w.drift_share is not None and math.isfinite(w.drift_share):
                 s.drift_share = w.drift_share
         return s
 
