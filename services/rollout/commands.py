@@ -99,7 +99,10 @@ async def _publish(settings: Settings, items: list[tuple[str, bytes, list[tuple[
 async def start_rollout(
     settings: Settings, spec: RolloutSpec, *, topics: RolloutTopics | None = None, started_at: datetime | None = None,
 ) -> RolloutEvent:
-    """Start a rollout: publish its spec and the 'start' event. Refuses while the alias has an active rollout.
+    """Start a rollout: publish its spec and the 'start' event.
+
+    Refuses (:class:`RolloutError`) while the alias has an active rollout, and when the alias's traffic is
+    served by another deployment than the spec's stable (e.g. after a promotion).
 
     ``started_at`` (default now) is the origin of the analysis intervals, in window event time.
     """
@@ -112,6 +115,13 @@ async def start_rollout(
             f"alias {spec.alias!r} already has an active rollout {ev.rollout_id} ({ev.action}, step {ev.step}, "
             f"canary {ev.canary_deployment}); abort it first: llmops rollout abort {spec.alias}"
         )
+    if current is not None:
+        serving = max(current.event.weights.items(), key=lambda kv: kv[1])[0]
+        if serving != spec.stable:
+            raise RolloutError(
+                f"alias {spec.alias!r} now serves {serving} (last rollout {current.event.rollout_id}: "
+                f"{current.event.action}), but the spec's stable is {spec.stable}; set stable: {serving}"
+            )
     started_at = (started_at or datetime.now(UTC)).astimezone(UTC)
     rollout_id = f"{spec.alias}-{started_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     event = start_event(spec, rollout_id)
@@ -189,7 +199,8 @@ def format_status(statuses: list[RolloutStatus]) -> str:
                       _gate_verdict(g.passed, g.detail)) for g in st.decision.gates]
             widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
             for r in rows:
-                lines.append("    " + "  ".join(c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+                cells = [c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+                lines.append(("    " + "  ".join(cells)).rstrip())
         else:
             lines.append("  gates     no decision yet")
         blocks.append("\n".join(lines))

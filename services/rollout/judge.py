@@ -12,8 +12,12 @@ rollout covers window starts in [started_at + k*I, started_at + (k+1)*I), ``star
 record. Interval k closes when both deployments' watermarks (the latest window end seen) reach its end, or,
 once the judge has read every windows partition to its high-water mark, when one side is ``lateness`` past
 it while the other is silent (a canary with no traffic publishes no windows; it must still hold). The
-caught-up condition keeps a side whose windows sit on a partition not read yet from being taken as silent. A decision's envelope ``occurred_at`` is its interval's end, so a restarted
-judge knows the last decided interval from the latest event on ``llm.rollouts``.
+caught-up condition keeps a side whose windows sit on a partition not read yet from being taken as silent.
+A decision's envelope ``occurred_at`` is its interval's end, so a restarted judge knows the last decided
+interval from the latest event on ``llm.rollouts``. The count of consecutive failed intervals is rebuilt by
+replaying the holds on the topic; were compaction to remove earlier holds of the running rollout, the count
+would restart from those left (at least 1 when the latest event is a failed hold), delaying a rollback by at
+most ``failure_threshold - 1`` intervals.
 
 Offsets of windows that belong to a still-open interval are not committed: a restart re-reads them. A window
 of an interval already decided is skipped; a window repeated (same deployment and start) replaces the
@@ -36,6 +40,7 @@ import asyncio
 import logging
 import math
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -115,7 +120,8 @@ class Judge:
         self.ready = asyncio.Event()
         self.runs: dict[str, Run] = {}
         self.records: dict[str, RolloutSpecRecord] = {}
-        self.published: list[RolloutEvent] = []
+        self.published: deque[RolloutEvent] = deque(maxlen=1000)
+        """This judge's latest decisions (for inspection)."""
         self._own: set[uuid.UUID] = set()
         self._stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
@@ -190,6 +196,7 @@ class Judge:
         event = env.payload
         run = self.runs.get(event.alias)
         if env.event_id in self._own:
+            self._own.discard(env.event_id)
             if run is not None and run.progress.status == "aborted" and event.action != "abort" \
                     and run.event.rollout_id == event.rollout_id:
                 log.info("decision for %s landed after its abort; publishing the abort again", event.alias)

@@ -16,7 +16,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.codec import HEADER_CONTENT_TYPE, HEADER_EVENT_TYPE, HEADER_SCHEMA_VERSION, CONTENT_TYPE, DecodeError, DecodeErrorKind, Headers
+from schemas.codec import (
+    CONTENT_TYPE,
+    HEADER_CONTENT_TYPE,
+    HEADER_EVENT_TYPE,
+    HEADER_SCHEMA_VERSION,
+    DecodeError,
+    DecodeErrorKind,
+    Headers,
+)
 from schemas.envelope import Envelope, UtcDatetime
 from schemas.topics import TopicSpec
 from services.rollout.spec import RolloutSpec

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -167,6 +167,10 @@ async def test_healthy_canary_is_promoted_through_every_step(stack: Settings, un
     assert [e.weights.get(spec.canary) for e in events] == [pytest.approx(0.1), 0.5, 1.0, 1.0]
     assert events[-1].weights == {spec.canary: 1.0} and all(g.passed for g in events[-1].gates)
     assert alerts[0].severity == "info" and "promoted" in alerts[0].title
+    with pytest.raises(RolloutError, match=f"now serves {spec.canary}"):  # the spec's stable is no longer serving
+        await start_rollout(stack, spec, topics=topics)
+    after = spec.model_copy(update={"stable": spec.canary, "canary": f"v3-{unique}"})
+    assert (await start_rollout(stack, after, topics=topics)).weights[after.stable] == pytest.approx(0.9)
     rows = _rows(stack, started.rollout_id)
     assert [(r[0], r[1]) for r in rows] == [(-1, "start"), (0, "step_up"), (1, "step_up"), (2, "promote")]
 
@@ -241,7 +245,7 @@ async def test_abort_bad_windows_and_start_again(stack: Settings, unique: str) -
             await asyncio.sleep(0.05)
         _publish(stack, topics.windows, [w for k in range(2) for w in _interval(spec, k)])
         await asyncio.sleep(1.0)
-        assert judge.published == []  # an aborted rollout is not judged
+        assert len(judge.published) == 0  # an aborted rollout is not judged
         with pytest.raises(RolloutError, match="not active"):
             await abort_rollout(stack, spec.alias, topics=topics)
         second = await start_rollout(stack, spec, topics=topics, started_at=T0 + timedelta(seconds=100))
