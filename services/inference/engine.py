@@ -3,8 +3,8 @@
 Every :meth:`Engine.step` (1) takes newly submitted requests into a waiting queue ordered by priority (higher
 first) then arrival, (2) drops requests whose deadline passed (error ``deadline_exceeded``), (3) admits waiting
 requests while the batch has room (``max_batch_size``) and the KV token budget allows (each admitted sequence
-reserves ``prompt + max_tokens`` tokens, so admitted work never has to be preempted), (4) prefills each newcomer
-and samples its first token, then (5) runs ONE batched decode step for every running sequence.
+reserves ``prompt + max_tokens`` tokens, so admitted work never has to be preempted), (4) prefills the newcomers
+(together, left-padded) and samples each one's first token, then (5) runs ONE batched decode step for every running sequence.
 
 The running sequences share a left-padded KV cache (one ``[batch, heads, time, dim]`` tensor pair per layer)
 with a 2-D attention mask and per-row position ids, so each row computes exactly what it would compute alone.
@@ -185,8 +185,8 @@ class Engine:
         now_wall = time.time()
         self._drop_expired(now_wall)
         newcomers = self._admit()
-        for seq in newcomers:
-            self._prefill(seq)
+        if newcomers:
+            self._prefill(newcomers)
         if not self._rows:
             return bool(inbox or newcomers)
         self._decode()
@@ -258,41 +258,59 @@ class Engine:
             admitted.append(seq)
         return admitted
 
-    def _prefill(self, seq: _Seq) -> None:
-        ids = torch.tensor([seq.req.prompt_ids], dtype=torch.long, device=self.device)
+    def _prefill(self, seqs: list[_Seq]) -> None:
+        """Prefill the newcomers together (left-padded), sample each one's first token, splice in the survivors."""
+        lens = [len(s.req.prompt_ids) for s in seqs]
+        width = max(lens)
+        ids = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - lens[i]:] = torch.tensor(s.req.prompt_ids, dtype=torch.long)
+            mask[i, width - lens[i]:] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        sp = seq.req.sampling
-        if sp.temperature > 0:
-            seq.generator = torch.Generator(device=self.device)
-            if sp.seed is not None:
-                seq.generator.manual_seed(sp.seed)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                         use_cache=True, logits_to_keep=1)
+        for seq in seqs:
+            sp = seq.req.sampling
+            if sp.temperature > 0:
+                seq.generator = torch.Generator(device=self.device)
+                if sp.seed is not None:
+                    seq.generator.manual_seed(sp.seed)
+                else:
+                    seq.generator.seed()
+        tokens = self._sample(out.logits[:, -1, :], seqs)
+        now = time.monotonic()
+        keep: list[int] = []
+        for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
+            seq.first_token_at = now
+            seq.cache_len = lens[i]
+            if self._accept_token(seq, token):
+                self._reserved -= seq.reserve
             else:
-                seq.generator.seed()
-        token = self._sample(out.logits[:, -1, :], [seq])[0]
-        seq.first_token_at = time.monotonic()
-        seq.cache_len = len(seq.req.prompt_ids)
-        if self._accept_token(seq, token):
-            self._reserved -= seq.reserve
+                keep.append(i)
+        if not keep:
             return
-        self._splice_in(seq, [(layer.keys, layer.values) for layer in cache.layers])
+        lead = min(width - lens[i] for i in keep)
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        kv = [(layer.keys.index_select(0, idx)[:, :, lead:, :], layer.values.index_select(0, idx)[:, :, lead:, :])
+              for layer in cache.layers]
+        self._splice_in([seqs[i] for i in keep], kv, mask.index_select(0, idx)[:, lead:])
 
-    def _splice_in(self, seq: _Seq, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        n = kv[0][0].shape[-2]
-        new_mask = torch.ones((1, n), dtype=torch.long, device=self.device)
+    def _splice_in(self, seqs: list[_Seq], kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> None:
         if not self._rows:
-            self._kv, self._mask = kv, new_mask
+            self._kv, self._mask = kv, mask
         else:
             assert self._mask is not None
-            t = self._mask.shape[1]
-            width = max(t, n)
+            width = max(self._mask.shape[1], mask.shape[1])
             merged = []
             for (k, v), (nk, nv) in zip(self._kv, kv, strict=True):
                 merged.append((torch.cat([_lpad(k, width), _lpad(nk, width)], 0),
                                torch.cat([_lpad(v, width), _lpad(nv, width)], 0)))
             self._kv = merged
-            self._mask = torch.cat([_lpad_mask(self._mask, width), _lpad_mask(new_mask, width)], 0)
-        self._rows.append(seq)
+            self._mask = torch.cat([_lpad_mask(self._mask, width), _lpad_mask(mask, width)], 0)
+        self._rows.extend(seqs)
 
     def _remove_rows(self, indices: list[int]) -> None:
         drop = set(indices)
@@ -317,7 +335,7 @@ class Engine:
         ids = torch.tensor([[s.pending] for s in rows], dtype=torch.long, device=self.device)
         pos = torch.tensor([[s.cache_len] for s in rows], dtype=torch.long, device=self.device)
         mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long, device=self.device)], 1)
-        cache = DynamicCache(ddp_cache_data=self._kv)
+        cache = _cache_of(self._kv)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                          use_cache=True)
         self._kv = [(layer.keys, layer.values) for layer in cache.layers]
@@ -467,6 +485,15 @@ class Engine:
         abandoned += [item[2].req.request_id for item in self._waiting] + [s.req.request_id for s in self._rows]
         self._waiting, self._rows, self._kv, self._mask, self._reserved = [], [], [], None, 0
         return abandoned
+
+
+def _cache_of(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A DynamicCache holding these tensors as they are (no copy; the forward appends one step to each)."""
+    cache = DynamicCache(ddp_cache_data=[(None, None)] * len(kv))
+    for layer, (k, v) in zip(cache.layers, kv, strict=True):
+        layer.lazy_initialization(k, v)
+        layer.keys, layer.values = k, v
+    return cache
 
 
 def _lpad(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -126,15 +127,28 @@ def serve_deployment(
 ) -> DeploymentHandle:
     """Start Ray (local, or connect to ``address``), then the deployment's Serve application.
 
-    Returns when every replica has loaded its model and joined the consumer loop (or, with ``blocking=True``,
-    runs until interrupted). ``stop_deployment(spec)`` tears it down gracefully.
+    Returns when every replica has loaded its model and started its consumer loop. With ``blocking=True`` it then
+    waits until Ctrl-C / SIGTERM and tears the application down gracefully (each replica finishes or releases
+    its in-flight work) before returning. Otherwise ``stop_deployment(spec)`` does that.
     """
     settings = settings or get_settings()
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True)
     serve.start(proxy_location="Disabled")
     device = cluster_device(spec)
-    return serve.run(build_app(spec, settings, device), name=app_name(spec), route_prefix=None, blocking=blocking)
+    handle = serve.run(build_app(spec, settings, device), name=app_name(spec), route_prefix=None)
+    if blocking:
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            stop_deployment(spec)
+    return handle
 
 
 def stop_deployment(spec: DeploymentSpec) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 from services.inference.engine import Engine, EngineLimits, EngineRequest, EngineResult, SamplingParams
@@ -51,14 +52,17 @@ def _greedy_reference(loaded: LoadedModel, prompt_ids: list[int], max_new: int) 
     return out[0, len(prompt_ids):].tolist()
 
 
-def test_continuous_batcher_matches_greedy_generate(tiny_loaded: LoadedModel) -> None:
+@pytest.mark.parametrize("stagger", [0, 3], ids=["all-at-once", "staggered"])
+def test_continuous_batcher_matches_greedy_generate(tiny_loaded: LoadedModel, stagger: int) -> None:
+    """Same tokens as HF greedy generate run on each prompt alone, whether newcomers are prefilled together
+    (left-padded, different lengths) or join a running batch one by one."""
     engine = Engine(tiny_loaded, EngineLimits(max_batch_size=4, token_budget=4096))
     max_new = [24, 17, 30, 9, 40, 21]
     reqs = [
         EngineRequest(request_id=f"r{i}", prompt_ids=_ids(tiny_loaded, p), sampling=SamplingParams(max_tokens=n))
         for i, (p, n) in enumerate(zip(PROMPTS, max_new, strict=True))
     ]
-    results, streamed = _run(engine, reqs, stagger=3)
+    results, streamed = _run(engine, reqs, stagger=stagger)
     assert set(results) == {r.request_id for r in reqs}
     for req, n in zip(reqs, max_new, strict=True):
         res = results[req.request_id]
