@@ -48,7 +48,7 @@ class StreamsConfig(BaseModel):
     drift_encoder: str = Field(default="hashing", pattern="^(hashing|minilm)$")
     drift_reference_size: int = Field(default=500, ge=30)
     drift_current_size: int = Field(default=500, ge=30)
-    drift_check_every: int = Field(default=250, ge=1, description="Check a deployment after this many new completions...")
+    drift_check_every: int = Field(default=500, ge=1, description="Check a deployment after this many new completions...")
     drift_check_interval_s: float = Field(default=60.0, gt=0, description="...or this long after its last check.")
     drift_share_threshold: float = Field(default=0.3, gt=0, le=1)
 

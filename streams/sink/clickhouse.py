@@ -80,8 +80,11 @@ class ClickHouseWriter:
         """Insert rows (nothing when empty); returns once ClickHouse acknowledged."""
         if not rows:
             return
+        # Batches are already large: a synchronous insert (no server-side async-insert buffering) is acknowledged
+        # as soon as its part is written, instead of after the server's async flush timer.
         await self._call(f"insert into {table} ({len(rows)} rows)",
-                         lambda c: c.insert(table, list(rows), column_names=list(columns)))
+                         lambda c: c.insert(table, list(rows), column_names=list(columns),
+                                            settings={"async_insert": 0}))
 
     async def command(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
         """Run a statement (e.g. INSERT ... SELECT) until it succeeds."""

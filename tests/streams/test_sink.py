@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import pytest
@@ -47,13 +47,16 @@ def worker(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     w.stop()
 
 
-def _consume_all(settings: Settings, topic: str, n: int, timeout_s: float = 30.0) -> list[bytes]:
+def _consume_all(settings: Settings, topic: str, n: int, timeout_s: float = 30.0,
+                 until: Callable[[list[bytes]], bool] | None = None) -> list[bytes]:
+    """Messages of a topic from the start, until there are ``n`` (or ``until`` holds)."""
     consumer = Consumer(confluent_consumer_config(settings, f"check-{uuid.uuid4().hex[:8]}"))
     consumer.subscribe([topic])
     out: list[bytes] = []
+    done = until or (lambda got: len(got) >= n)
     try:
         wait_until(lambda: out.extend(m.value() for m in consumer.consume(1000, 0.5) if m.error() is None)
-                   or len(out) >= n, timeout_s, f"{n} messages on {topic}")
+                   or done(out), timeout_s, f"{n} messages on {topic}")
     finally:
         consumer.close()
     return out
@@ -105,9 +108,11 @@ def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) ->
     wait_until(lambda: scalar(settings, "SELECT sum(requests) FROM agg_cost_minute FINAL WHERE tenant_id = {t:String}",
                               t=tenant) == n + 1, 30, "cost aggregates cover every completion")
 
-    assert scalar(settings, "SELECT count() FROM raw_requests FINAL WHERE tenant_id = {t:String}", t=tenant) == n
-    assert scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}", t=tenant) == n + 1
-    assert scalar(settings, "SELECT count() FROM raw_feedback FINAL WHERE tenant_id = {t:String}", t=tenant) == n // 2
+    # The three topics are consumed independently: wait for each (a wrong total times out with its last value).
+    for table, expected_rows in (("raw_requests", n), ("raw_completions", n + 1), ("raw_feedback", n // 2)):
+        wait_until(lambda table=table, expected_rows=expected_rows: scalar(
+            settings, f"SELECT count() FROM {table} FINAL WHERE tenant_id = {{t:String}}", t=tenant) == expected_rows,
+            30, f"{expected_rows} rows in {table}")
     agg = rows(settings, "SELECT sum(requests), sum(prompt_tokens), sum(completion_tokens), sum(unpriced), sum(cost) "
                          "FROM agg_cost_minute FINAL WHERE tenant_id = {t:String} AND model_name != {m:String}",
                t=tenant, m=f"mystery-{UID}")[0]
@@ -149,9 +154,19 @@ def test_budget_crossed_raises_one_alert(worker: tuple[Settings, StreamsConfig])
     p.flush()
     wait_until(lambda: scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}",
                               t=BUDGET_TENANT) == 30, 30, "budget tenant's completions stored")
-    assert scalar(settings, "SELECT count() FROM alerts_log FINAL WHERE kind = 'budget' AND tenant_id = {t:String}",
+    wait_until(lambda: scalar(settings, "SELECT count() FROM alerts_log FINAL WHERE kind = 'budget' "
+                                        "AND tenant_id = {t:String}", t=BUDGET_TENANT), 30, "the budget alert")
+    # Later batches of the same day do not raise it again.
+    for i in range(30, 40):
+        p.send(config.completions_topic, completion_event(BUDGET_TENANT, f"{BUDGET_TENANT}-{i}", model_name="gpt-4o",
+                                                          prompt_tokens=1000, completion_tokens=0))
+    p.flush()
+    wait_until(lambda: scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}",
+                              t=BUDGET_TENANT) == 40, 30, "later completions stored")
+    assert scalar(settings, "SELECT count() FROM alerts_log WHERE kind = 'budget' AND tenant_id = {t:String}",
                   t=BUDGET_TENANT) == 1
-    alerts = [decode(v) for v in _consume_all(settings, config.alerts_topic, 1)]
+    alerts = [decode(v) for v in _consume_all(settings, config.alerts_topic, 1,
+                                              until=lambda got: any(BUDGET_TENANT.encode() in v for v in got))]
     assert [a.payload.kind for a in alerts if a.tenant_id == BUDGET_TENANT] == ["budget"]
 
 
@@ -193,7 +208,8 @@ def test_malformed_events_reach_dead_letters_and_good_ones_are_processed(
                                             "WHERE src_topic IN {t:Array(String)} GROUP BY error_kind", t=topics)))
         and sum(got.values()) >= 1000 and got, 60, "1000 dead letters")
     assert counts == {k.value: 200 for k in kinds}
-    assert scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}", t=tenant) == n_good
+    wait_until(lambda: scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id = {t:String}",
+                              t=tenant) == n_good, 30, f"{n_good} good completions stored")
     sample = rows(settings, "SELECT original, consumer, error FROM dead_letters FINAL WHERE src_topic = {t:String} "
                             "AND error_kind = 'not_json' LIMIT 1", t=topics[0])[0]
     assert sample[0] in (b"{not json", "{not json") and sample[1] == config.consumer_name and "not_json" in sample[2]
@@ -221,6 +237,8 @@ def test_pii_is_redacted_before_storage_per_tenant_policy(worker: tuple[Settings
                               t=both) == 2, 30, "both tenants stored")
     wait_until(lambda: scalar(settings, "SELECT count() FROM raw_completions FINAL WHERE tenant_id IN {t:Array(String)}",
                               t=both) == 2, 30, "both completions stored")
+    wait_until(lambda: scalar(settings, "SELECT count() FROM raw_requests FINAL WHERE tenant_id IN {t:Array(String)}",
+                              t=both) == 2, 30, "both requests stored")
 
     stored = rows(settings, "SELECT c.prompt_text, c.text, r.messages, f.comment FROM raw_completions AS c FINAL "
                             "JOIN raw_requests AS r FINAL ON r.request_id = c.request_id "
