@@ -23,7 +23,8 @@ Offsets of windows that belong to a still-open interval are not committed: a res
 of an interval already decided is skipped; a window repeated (same deployment and start) replaces the
 earlier copy. Each decision is written to ClickHouse (idempotent key) and alerted (stable alert id) before the
 rollout event, the commit point, is published. Run one judge at a time: it must see both sides' windows.
-A bad window (undecodable or invalid) is dead-lettered and skipped; a failing ClickHouse or Kafka write
+An interval with no window from either side is skipped without a decision. A bad window (undecodable,
+invalid, or starting more than an hour ahead of the clock) is dead-lettered and skipped; a failing ClickHouse or Kafka write
 stops the judge (nothing is committed past the open intervals, so a restart decides the same way).
 
 Windows read before the judge has seen the 'start' of their rollout are not judged. Both topics are read
@@ -42,7 +43,7 @@ import math
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -66,6 +67,10 @@ log = logging.getLogger(__name__)
 SOURCE = "llmops.judge"
 GROUP_ID = "llmops.judge"
 JUDGE_ACTIONS = {"step_up", "hold", "promote", "rollback"}
+MAX_WAITING = 10_000
+"""Windows kept per rollout while its spec record has not been read yet."""
+MAX_AHEAD = timedelta(hours=1)
+"""A window starting further ahead of the wall clock than this is dead-lettered (the only wall-clock check)."""
 
 Pending = tuple[DeploymentWindow, TopicPartition, int]
 
@@ -245,12 +250,25 @@ class Judge:
                                            consumer=self.group_id)
             await self._send(self.topics.deadletter, letter, f"{tp.topic}/{tp.partition}/{rec.offset}")
             return
+        if window.window_start > datetime.now(UTC) + MAX_AHEAD:
+            # Event time drives the intervals: a window from the future would close every interval up to it.
+            letter = DeadLetter.from_bytes(topic=tp.topic, partition=tp.partition, offset=rec.offset,
+                                           error_kind="from_future",
+                                           error=f"window_start {window.window_start.isoformat()} is more than "
+                                                 f"{MAX_AHEAD} ahead of the judge's clock", value=rec.value, key=rec.key,
+                                           consumer=self.group_id)
+            await self._send(self.topics.deadletter, letter, f"{tp.topic}/{tp.partition}/{rec.offset}")
+            return
         for run in list(self.runs.values()):
             if run.active and window.deployment_id in run.deployments():
                 await self._on_window(run, window, tp, rec.offset)
 
     async def _on_window(self, run: Run, window: DeploymentWindow, tp: TopicPartition, offset: int) -> None:
         if run.record is None:
+            if len(run.waiting) >= MAX_WAITING:
+                dropped = run.waiting.pop(0)
+                log.warning("no spec for rollout %s yet: dropping its oldest waiting window (%s of %s)",
+                            run.event.rollout_id, dropped[0].window_start, dropped[0].deployment_id)
             run.waiting.append((window, tp, offset))
             return
         k = run.interval_of(window.window_start)
@@ -278,8 +296,16 @@ class Judge:
         partition to its high-water mark: then a side still missing is silent, not merely on a lagging partition."""
         while run.active and run.record is not None and self._closable(run, run.last_decided + 1, allow_late):
             k = run.last_decided + 1
+            if k not in run.intervals:
+                # No window of either side in interval k: nothing to decide on. Jump to the next interval that
+                # has windows (a silent alias makes no decisions; a far-ahead window cannot make millions).
+                later = [i for i in run.intervals if i > k]
+                if not later:
+                    break
+                run.last_decided = min(later) - 1
+                continue
             spec = run.record.spec
-            sides = run.intervals.get(k, {})
+            sides = run.intervals[k]
             canary_windows = [w for w, _, _ in sides.get(spec.canary, {}).values()]
             stable_windows = [w for w, _, _ in sides.get(spec.stable, {}).values()]
             canary = SideStats.from_windows(canary_windows, drift_share=run.canary_drift)

@@ -158,11 +158,12 @@ async def test_healthy_canary_is_promoted_through_every_step(stack: Settings, un
     spec = _spec(unique)
     started = await start_rollout(stack, spec, topics=topics, started_at=T0)
     async with Running(stack, topics, f"judge.{unique}") as judge:
-        _publish(stack, topics.windows, [w for k in range(4) for w in _interval(spec, k)])
+        # intervals 2-4 have no window at all: skipped without a decision; 6 comes after the promotion
+        _publish(stack, topics.windows, [w for k in (0, 1, 5, 6) for w in _interval(spec, k)])
         events = await _collect(stack, topics.rollouts, lambda es: any(e.action == "promote" for e in es))
         alerts = await _collect(stack, topics.alerts, lambda a: len(a) >= 1)
         await asyncio.sleep(0.5)
-        assert len(judge.published) == 3  # interval 3 came after the promotion: no more decisions
+        assert len(judge.published) == 3
     assert _actions(events) == [("start", 1), ("step_up", 2), ("step_up", 3), ("promote", 3)]
     assert [e.weights.get(spec.canary) for e in events] == [pytest.approx(0.1), 0.5, 1.0, 1.0]
     assert events[-1].weights == {spec.canary: 1.0} and all(g.passed for g in events[-1].gates)
@@ -172,7 +173,7 @@ async def test_healthy_canary_is_promoted_through_every_step(stack: Settings, un
     after = spec.model_copy(update={"stable": spec.canary, "canary": f"v3-{unique}"})
     assert (await start_rollout(stack, after, topics=topics)).weights[after.stable] == pytest.approx(0.9)
     rows = _rows(stack, started.rollout_id)
-    assert [(r[0], r[1]) for r in rows] == [(-1, "start"), (0, "step_up"), (1, "step_up"), (2, "promote")]
+    assert [(r[0], r[1]) for r in rows] == [(-1, "start"), (0, "step_up"), (1, "step_up"), (5, "promote")]
 
 
 async def test_no_canary_traffic_holds_and_says_so(stack: Settings, unique: str) -> None:
@@ -236,8 +237,11 @@ async def test_abort_bad_windows_and_start_again(stack: Settings, unique: str) -
         producer = EventProducer(stack)
         producer.send_raw(topics.windows, b"{not json", key=b"x")
         producer.flush()
-        [letter] = await _collect(stack, topics.deadletter, lambda d: len(d) >= 1)
+        future = window(spec.canary, datetime.now(UTC) + timedelta(hours=2), seconds=INTERVAL)
+        _publish(stack, topics.windows, [future])
+        letter, late = await _collect(stack, topics.deadletter, lambda d: len(d) >= 2)
         assert isinstance(letter, DeadLetter) and letter.error_kind == "not_json" and letter.original() == b"{not json"
+        assert late.error_kind == "from_future" and "ahead of the judge's clock" in late.error
 
         aborted = await abort_rollout(stack, spec.alias, reason="bad vibes", topics=topics)
         assert aborted.action == "abort" and aborted.weights == {spec.stable: 1.0, spec.canary: 0.0}
@@ -258,3 +262,19 @@ async def test_abort_bad_windows_and_start_again(stack: Settings, unique: str) -
     assert events[-1].rollout_id == second.rollout_id and events[1].reason == "abort: bad vibes"
     rows = _rows(stack, first.rollout_id)
     assert [(r[0], r[1]) for r in rows] == [(-1, "abort"), (-1, "start")]
+
+
+async def test_a_decision_landing_after_an_abort_is_overridden(stack: Settings, unique: str) -> None:
+    topics = _topics(stack, unique)
+    spec = _spec(unique)
+    started = await start_rollout(stack, spec, topics=topics, started_at=T0)
+    async with Running(stack, topics, f"judge.{unique}") as judge:
+        await abort_rollout(stack, spec.alias, topics=topics)
+        # The race: the judge decides an interval and its event lands on the topic after the operator's abort.
+        late_decision = started.model_copy(update={"action": "step_up", "step": 2, "weights": spec.weights(2)})
+        await judge._publish(late_decision, judge.runs[spec.alias], T0 + timedelta(seconds=INTERVAL))
+        events = await _collect(stack, topics.rollouts, lambda es: len(es) >= 4)
+    assert _actions(events) == [("start", 1), ("abort", 0), ("step_up", 2), ("abort", 0)]
+    assert events[-1].rollout_id == started.rollout_id and events[-1].weights == {spec.stable: 1.0, spec.canary: 0.0}
+    [status] = await rollout_status(stack, spec.alias, topics=topics)
+    assert status.action == "abort" and not status.active
