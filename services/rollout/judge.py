@@ -5,7 +5,8 @@ rollout) must survive restarts exactly, and on the local broker Faust's changelo
 (see the local-broker notes). Here the state is rebuilt from the compacted topics themselves, like the
 router does: at start the judge reads ``llm.rollout-specs`` and ``llm.rollouts`` from the beginning (no
 consumer group) and replays the events with the decision rules (:func:`services.rollout.decision.apply`);
-then it consumes windows in the group ``llmops.judge`` with manual commits (at-least-once).
+then it consumes windows in the group ``llmops.judge`` with manual commits (at-least-once). A window is
+matched to a rollout by its ``deployment_id`` (the rollout's stable or canary).
 
 Intervals are driven by event time, never the wall clock, so a replay decides the same way: interval k of a
 rollout covers window starts in [started_at + k*I, started_at + (k+1)*I), ``started_at`` coming from the spec
@@ -47,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from clickhouse_connect.driver.client import Client
 
 from schemas.aggregates import DeploymentWindow
 from schemas.alerts import Alert
@@ -130,10 +132,14 @@ class Judge:
         self._own: set[uuid.UUID] = set()
         self._stopping = asyncio.Event()
         self._producer: AIOKafkaProducer | None = None
-        self._ch: Any = None
+        self._ch: Client | None = None
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _client(self) -> Client:
+        assert self._ch is not None, "ClickHouse client is created in run()"
+        return self._ch
 
     async def run(self) -> None:
         await ensure_rollout_topics(self.settings, self.topics)
@@ -156,15 +162,14 @@ class Judge:
             while not self._stopping.is_set():
                 batches = await windows.getmany(timeout_ms=self.poll_ms, max_records=500)
                 await self._follow(follower, timeout_ms=0)  # rollout events first: a start may have come meanwhile
-                if not batches:
-                    continue
                 for tp, records in batches.items():
                     for rec in records:
                         await self._on_window_record(tp, rec)
                 if await caught_up(windows, sorted(windows.assignment())):
                     for run in list(self.runs.values()):
                         await self._close_intervals(run, allow_late=True)
-                await windows.commit(self._commit_positions(batches))
+                if batches:
+                    await windows.commit(self._commit_positions(batches))
         finally:
             if windows is not None:
                 await windows.stop()
@@ -225,7 +230,7 @@ class Judge:
         if event.action in ("start", "abort"):
             when = env.occurred_at
             row = decision_row(event, -1, when, when, run.progress.consecutive_failures, 0, 0)
-            await asyncio.to_thread(insert_rows, self._ch, [row])
+            await asyncio.to_thread(insert_rows, self._client(), [row])
         if not run.active:
             run.intervals.clear()
             run.waiting.clear()
@@ -315,7 +320,7 @@ class Judge:
             start, end = run.interval_bounds(k)
             row = decision_row(decision.event, k, start, end, decision.progress.consecutive_failures,
                                canary.requests, stable.requests)
-            await asyncio.to_thread(insert_rows, self._ch, [row])
+            await asyncio.to_thread(insert_rows, self._client(), [row])
             if decision.event.action in ("rollback", "promote"):
                 await self._alert(decision)
             await self._publish(decision.event, run, end)
