@@ -134,6 +134,16 @@ def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) ->
     by_kind = rows(settings, "SELECT sumMap(errors_by_kind) FROM agg_latency_minute FINAL "
                              "WHERE deployment_id IN {d:Array(String)}", d=deployments)[0][0]
     assert by_kind == {"internal": errors}
+    hourly = rows(settings, "SELECT sum(requests), sum(errors) FROM v_latency_hour WHERE deployment_id IN {d:Array(String)}",
+                  d=deployments)[0]
+    assert hourly == (n + 1, errors)
+    # The hour's percentiles are the merge of the minutes' states: equal to merging them here.
+    merged = rows(settings, "SELECT deployment_id, toStartOfHour(minute) AS h, quantilesMerge(0.5, 0.95, 0.99)(total_state) "
+                            "FROM agg_latency_minute FINAL WHERE deployment_id IN {d:Array(String)} "
+                            "GROUP BY deployment_id, h ORDER BY deployment_id, h", d=deployments)
+    by_hour = rows(settings, "SELECT deployment_id, hour, total_ms_p50_p95_p99 FROM v_latency_hour "
+                             "WHERE deployment_id IN {d:Array(String)} ORDER BY deployment_id, hour", d=deployments)
+    assert by_hour == merged
 
     # Feedback joined to completions by request_id: count, mean and share negative per deployment.
     for dep, values in scores.items():
