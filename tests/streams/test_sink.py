@@ -277,3 +277,27 @@ def test_pii_is_redacted_before_storage_per_tenant_policy(worker: tuple[Settings
     wait_until(lambda: scalar(settings, "SELECT sum(findings) FROM agg_safety_minute FINAL WHERE deployment_id = 'dep-a' "
                                         "AND category = 'pii'") >= len(findings), 30, "safety counted per minute")
 
+
+
+def test_feedback_joins_its_completion_whenever_either_arrives(worker: tuple[Settings, StreamsConfig]) -> None:
+    settings, config = worker
+    tenant = f"late-{UID}"
+    dep = f"{tenant}-dep"
+    p = producer(settings)
+    # Feedback before its completion (early), and feedback for a completion stored long before (late).
+    p.send(config.feedback_topic, feedback_event(tenant, f"{tenant}-early", 0.1), key=f"{tenant}-early")
+    p.send(config.completions_topic, completion_event(tenant, f"{tenant}-late", deployment_id=dep, prompt_version="7"))
+    p.flush()
+    wait_until(lambda: scalar(settings, "SELECT count() FROM raw_feedback FINAL WHERE tenant_id = {t:String}",
+                              t=tenant) == 1, 30, "early feedback stored")
+    assert scalar(settings, "SELECT count() FROM v_feedback_minute WHERE deployment_id = {d:String}", d=dep) == 0
+    p.send(config.completions_topic, completion_event(tenant, f"{tenant}-early", deployment_id=dep, prompt_version="7"))
+    p.send(config.feedback_topic, feedback_event(tenant, f"{tenant}-late", 0.9), key=f"{tenant}-late")
+    p.flush()
+    def joined() -> list[tuple[object, ...]]:
+        return rows(settings, "SELECT prompt_version, sum(feedback), sum(mean_score * feedback), "
+                              "sum(share_negative * feedback) FROM v_feedback_minute WHERE deployment_id = {d:String} "
+                              "GROUP BY prompt_version", d=dep)
+
+    got = wait_until(lambda: (r := joined()) and r[0][1] == 2 and r, 30, "both feedback events joined")
+    assert got[0][0] == "7" and got[0][2] == pytest.approx(1.0) and got[0][3] == pytest.approx(1.0)
