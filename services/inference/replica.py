@@ -150,6 +150,7 @@ class KafkaReplica:
         self._consumer = AIOKafkaConsumer(
             **aiokafka_consumer_kwargs(
                 self.settings, self.spec.consumer_group, max_poll_records=self.capacity(),
+                fetch_max_wait_ms=self.spec.fetch_max_wait_ms,
                 client_id=f"{self.settings.kafka_client_id}-{self.source}-{self.replica_id}",
             )
         )

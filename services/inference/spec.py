@@ -59,6 +59,10 @@ class DeploymentSpec(BaseModel):
     ray_actor_options: dict[str, Any] = Field(
         default_factory=dict, description="Passed to Ray Serve; num_gpus=1 is added when device resolves to cuda."
     )
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=0, le=10_000,
+        description="Longest a replica's fetch waits on an empty partition; low keeps the added latency low.",
+    )
     shutdown_grace_s: float = Field(default=20.0, ge=0.0, description="How long shutdown waits for in-flight work.")
 
     @field_validator("deployment_id")
