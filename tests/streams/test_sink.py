@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -16,8 +18,10 @@ from schemas.codec import DecodeErrorKind
 from services.clickhouse.migrations import migrate
 from services.kafka.config import confluent_consumer_config
 from services.settings import Settings
+from streams.agents.summary import DeploymentWindowSummary, window_summaries
 from streams.config import StreamsConfig
 from streams.cost import PriceTable
+from streams.sink.clickhouse import ClickHouseWriter
 from tests.streams.helpers import (
     WorkerThread,
     completion_event,
@@ -62,6 +66,13 @@ def _consume_all(settings: Settings, topic: str, n: int, timeout_s: float = 30.0
     return out
 
 
+async def _summaries(settings: Settings) -> list[DeploymentWindowSummary]:
+    """Summaries of a two-hour window around now, filtered to this module's deployments."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
+    found = await window_summaries(ClickHouseWriter(settings), start, 7200)
+    return [s for s in found if s.deployment_id.startswith(f"tot-{UID}")]
+
+
 def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) -> None:
     settings, config = worker
     tenant = f"tot-{UID}"
@@ -92,7 +103,7 @@ def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) ->
         exp_completion += ct
         errors += failed
         p.send(config.completions_topic, ev, key=rid)
-        if i % 2 == 0:
+        if i % 3 != 2:  # feedback for two thirds of the requests, on both deployments
             score = rng.random()
             scores[dep].append(score)
             p.send(config.feedback_topic, feedback_event(tenant, rid, score), key=rid)
@@ -109,7 +120,7 @@ def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) ->
                               t=tenant) == n + 1, 30, "cost aggregates cover every completion")
 
     # The three topics are consumed independently: wait for each (a wrong total times out with its last value).
-    for table, expected_rows in (("raw_requests", n), ("raw_completions", n + 1), ("raw_feedback", n // 2)):
+    for table, expected_rows in (("raw_requests", n), ("raw_completions", n + 1), ("raw_feedback", sum(len(v) for v in scores.values()))):
         wait_until(lambda table=table, expected_rows=expected_rows: scalar(
             settings, f"SELECT count() FROM {table} FINAL WHERE tenant_id = {{t:String}}", t=tenant) == expected_rows,
             30, f"{expected_rows} rows in {table}")
@@ -146,6 +157,17 @@ def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) ->
     assert by_hour == merged
 
     # Feedback joined to completions by request_id: count, mean and share negative per deployment.
+    summaries = {s.deployment_id: s for s in asyncio.run(_summaries(settings))}
+    for dep, values in scores.items():
+        s = summaries[dep]
+        assert s.feedback_count == len(values)
+        assert s.feedback_mean == pytest.approx(sum(values) / len(values))
+        assert s.feedback_share_negative == pytest.approx(sum(1 for v in values if v < 0.5) / len(values))
+    assert sum(s.requests for s in summaries.values()) == n + 1
+    assert sum(s.errors for s in summaries.values()) == errors
+    assert sum(s.unpriced for s in summaries.values()) == 1
+    assert sum(s.cost_total for s in summaries.values()) == expected_cost
+    assert all(s.total_ms.p50 is not None and s.cost_per_request for s in summaries.values())
     for dep, values in scores.items():
         fb = rows(settings, "SELECT sum(feedback), sum(mean_score * feedback), sum(share_negative * feedback) "
                             "FROM v_feedback_minute WHERE deployment_id = {d:String}", d=dep)[0]
