@@ -14,6 +14,7 @@ from schemas.envelope import Envelope
 from schemas.feedback import Feedback
 from schemas.registry import EVENT_TYPES, EventType, event_type_for, payload_model_for
 from schemas.requests import GenerationParams, InferenceRequest, Message, PromptRef
+from schemas.rollout_specs import RolloutSpec, RolloutSpecRecord
 from schemas.rollouts import GateResult, RolloutAction, RolloutEvent
 from schemas.safety import SafetyCategory, SafetyFinding, SafetySpan
 from schemas.topics import TOPICS, TopicSpec, dispatch_topic, topic_spec
@@ -42,6 +43,8 @@ __all__ = [
     "Quantiles",
     "RolloutAction",
     "RolloutEvent",
+    "RolloutSpec",
+    "RolloutSpecRecord",
     "SafetyCategory",
     "SafetyFinding",
     "SafetySpan",

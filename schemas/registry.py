@@ -12,6 +12,7 @@ from schemas.completions import Completion, CompletionChunk
 from schemas.deadletter import DeadLetter
 from schemas.feedback import Feedback
 from schemas.requests import InferenceRequest
+from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
 from schemas.safety import SafetyFinding
 
@@ -42,6 +43,7 @@ EVENT_TYPES: dict[str, EventType] = {
         _current("safety.finding", SafetyFinding),
         _current("alert", Alert),
         _current("rollout", RolloutEvent),
+        _current("rollout.spec", RolloutSpecRecord),
         _current("deadletter", DeadLetter),
         _current("deployment.window", DeploymentWindow),
     )

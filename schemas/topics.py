@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,12 +12,13 @@ from schemas.alerts import Alert
 from schemas.completions import Completion, CompletionChunk
 from schemas.deadletter import DeadLetter
 from schemas.feedback import Feedback
+from schemas.ids import validate_deployment_id
 from schemas.requests import InferenceRequest
+from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
 from schemas.safety import SafetyFinding
 
 DAY_MS = 24 * 60 * 60 * 1000
-_DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,190}$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ ROLLOUTS = TopicSpec(
     "llm.rollouts", RolloutEvent, "alias", 1, cleanup_policy="compact", retention_ms=None,
     description="Rollout state per model alias; compacted, so the latest event per alias is the state.",
 )
+ROLLOUT_SPECS = TopicSpec(
+    "llm.rollout-specs", RolloutSpecRecord, "alias", 1, cleanup_policy="compact", retention_ms=None,
+    description="The spec of each alias's latest rollout, for the judge; compacted.",
+)
 DEADLETTER = TopicSpec(
     "llm.deadletter", DeadLetter, "original topic/partition/offset", 1, retention_ms=30 * DAY_MS,
     description="Inputs that could not be decoded or processed, with the reason.",
@@ -68,7 +72,10 @@ DEPLOYMENT_WINDOWS = TopicSpec(
 
 TOPICS: dict[str, TopicSpec] = {
     t.name: t
-    for t in (REQUESTS, COMPLETIONS, COMPLETION_CHUNKS, FEEDBACK, SAFETY, ALERTS, ROLLOUTS, DEADLETTER, DEPLOYMENT_WINDOWS)
+    for t in (
+        REQUESTS, COMPLETIONS, COMPLETION_CHUNKS, FEEDBACK, SAFETY, ALERTS, ROLLOUTS, ROLLOUT_SPECS, DEADLETTER,
+        DEPLOYMENT_WINDOWS,
+    )
 }
 
 DISPATCH_PREFIX = "llm.dispatch."
@@ -77,10 +84,7 @@ DISPATCH_PARTITIONS = 6
 
 def dispatch_topic(deployment_id: str) -> TopicSpec:
     """The topic a router publishes to for one deployment's replicas: ``llm.dispatch.<deployment>``."""
-    if not _DEPLOYMENT_ID.match(deployment_id):
-        raise ValueError(
-            f"invalid deployment id {deployment_id!r}: use letters, digits, '.', '_' or '-' (at most 191 characters)"
-        )
+    validate_deployment_id(deployment_id)
     return TopicSpec(
         DISPATCH_PREFIX + deployment_id, InferenceRequest, "request_id", DISPATCH_PARTITIONS, retention_ms=DAY_MS,
         description=f"Requests routed to deployment {deployment_id}.",

@@ -16,12 +16,12 @@ from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
 from schemas.codec import DecodeError, decode, encode, make_event
+from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
 from services.kafka.config import aiokafka_producer_kwargs
 from services.rollout.decision import INSUFFICIENT, abort_event, start_event
 from services.rollout.gates import fmt
 from services.rollout.spec import RolloutSpec
-from services.rollout.spec_topic import RolloutSpecRecord, decode_record, encode_record
 from services.rollout.topics import RolloutTopics, ensure_rollout_topics, read_to_end
 from services.settings import Settings
 
@@ -66,7 +66,7 @@ async def _state(settings: Settings, topics: RolloutTopics) -> tuple[dict[str, _
     for rec in await read_to_end(settings, [topics.rollouts, topics.specs]):
         if rec.topic == topics.specs:
             try:
-                record = decode_record(rec.value)
+                record = decode(rec.value, rec.headers, expect=RolloutSpecRecord).payload
             except DecodeError:
                 continue
             records[record.rollout_id] = record
@@ -125,8 +125,8 @@ async def start_rollout(
     started_at = (started_at or datetime.now(UTC)).astimezone(UTC)
     rollout_id = f"{spec.alias}-{started_at:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     event = start_event(spec, rollout_id)
-    spec_value, spec_headers = encode_record(RolloutSpecRecord(rollout_id=rollout_id, started_at=started_at, spec=spec),
-                                             source=SOURCE, occurred_at=started_at)
+    record = RolloutSpecRecord(rollout_id=rollout_id, started_at=started_at, spec=spec)
+    spec_value, spec_headers = encode(make_event(record, source=SOURCE, tenant_id="_system", occurred_at=started_at))
     value, headers = encode(make_event(event, source=SOURCE, tenant_id="_system", occurred_at=started_at))
     await _publish(settings, [(topics.specs, spec_value, spec_headers, spec.alias), (topics.rollouts, value, headers, spec.alias)])
     return event

@@ -55,12 +55,12 @@ from schemas.alerts import Alert
 from schemas.codec import DecodeError, decode, encode, make_event
 from schemas.deadletter import DeadLetter
 from schemas.envelope import Envelope
+from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
 from services.clickhouse.client import connect
 from services.kafka.config import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
 from services.rollout.decision import Decision, Progress, abort_event, apply, decide
 from services.rollout.gates import SideStats
-from services.rollout.spec_topic import RolloutSpecRecord, decode_record
 from services.rollout.store import decision_row, insert_rows
 from services.rollout.topics import RolloutTopics, assign_from_beginning, caught_up, ensure_rollout_topics
 from services.settings import Settings
@@ -186,7 +186,7 @@ class Judge:
             for rec in batches[tp]:
                 if tp.topic == self.topics.specs:
                     try:
-                        record = decode_record(rec.value)
+                        record = decode(rec.value, rec.headers, expect=RolloutSpecRecord).payload
                     except DecodeError as exc:
                         log.warning("skipping bad rollout spec at offset %s: %s", rec.offset, exc)
                         continue

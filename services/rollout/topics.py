@@ -14,11 +14,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from schemas.aggregates import DeploymentWindow
 from schemas.alerts import Alert
 from schemas.deadletter import DeadLetter
+from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
-from schemas.topics import ALERTS, DEADLETTER, DEPLOYMENT_WINDOWS, ROLLOUTS, TopicSpec
+from schemas.topics import ALERTS, DEADLETTER, DEPLOYMENT_WINDOWS, ROLLOUT_SPECS, ROLLOUTS, TopicSpec
 from services.kafka.admin import ensure_topics
 from services.kafka.config import aiokafka_consumer_kwargs
-from services.rollout.spec_topic import ROLLOUT_SPECS, RolloutSpecRecord
 from services.settings import Settings
 
 
@@ -42,7 +42,7 @@ class RolloutTopics:
 
 
 async def ensure_rollout_topics(settings: Settings, topics: RolloutTopics) -> None:
-    """Create the rollout topics that are missing (the spec topic is not in the catalog yet)."""
+    """Create the rollout topics that are missing (for topics renamed in tests; the catalog creates the defaults)."""
     await asyncio.to_thread(ensure_topics, settings, topics.specs_for_creation())
 
 

@@ -19,6 +19,7 @@ from schemas import (
     Message,
     PromptRef,
     RolloutEvent,
+    RolloutSpecRecord,
     SafetyFinding,
     SafetySpan,
 )
@@ -56,6 +57,11 @@ def sample_payloads() -> list[BaseModel]:
             action="rollback", step=1, weights={"chat-v1": 1.0, "chat-v2": 0.0}, reason="error rate",
             gates=[GateResult(gate="error_rate", passed=False, observed=0.12, threshold=0.05,
                               canary_samples=100, stable_samples=900)],
+        ),
+        RolloutSpecRecord(
+            rollout_id="chat-20261124T100000Z-abc123", started_at=datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+            spec={"alias": "chat", "stable": "chat-v1", "canary": "chat-v2", "steps": [5, 50, 100],
+                  "gates": {"error_rate": {"threshold": 0.02}, "p95_latency_ratio": {"threshold": 1.5}}},
         ),
         DeploymentWindow(
             deployment_id="chat-v2", model_alias="chat", window_start=datetime(2026, 11, 24, 10, 1, tzinfo=UTC),
