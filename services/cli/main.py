@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -316,6 +317,79 @@ def notify(ctx: click.Context, config_path: Path) -> None:
         _fail(str(exc))
     stats = asyncio.run(run_notifier(_settings(ctx), config))
     click.echo(f"stopped: {stats}")
+
+
+@cli.group()
+def rollout() -> None:
+    """Canary rollouts of a model alias, judged on live aggregates, rolled back automatically.
+
+    A rollout spec (YAML, see deploy/rollouts/) names the alias, the stable and canary deployments,
+    the traffic steps, the analysis interval, the minimum samples, the failure threshold and the gates.
+    The judge (`llmops rollout judge`) decides every interval: step up, hold, promote or roll back.
+    """
+
+
+@rollout.command("start")
+@click.argument("spec_path", metavar="SPEC", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_context
+def rollout_start(ctx: click.Context, spec_path: Path) -> None:
+    """Start the rollout described by SPEC: the canary gets the first step's share of traffic at once."""
+    import asyncio
+
+    from services.rollout.commands import RolloutError, start_rollout
+    from services.rollout.spec import SpecError, load_spec
+
+    try:
+        event = asyncio.run(start_rollout(_settings(ctx), load_spec(spec_path)))
+    except (SpecError, RolloutError) as exc:
+        _fail(str(exc))
+    weights = ", ".join(f"{d} {w:.0%}" for d, w in sorted(event.weights.items()))
+    click.echo(f"started {event.rollout_id}: {weights}")
+
+
+@rollout.command("status")
+@click.argument("alias", required=False)
+@click.pass_context
+def rollout_status_cmd(ctx: click.Context, alias: str | None) -> None:
+    """Show each rollout (or ALIAS's): step, weights, and every gate's observed value vs threshold."""
+    import asyncio
+
+    from services.rollout.commands import format_status, rollout_status
+
+    click.echo(format_status(asyncio.run(rollout_status(_settings(ctx), alias))))
+
+
+@rollout.command("abort")
+@click.argument("alias")
+@click.option("--reason", default="aborted by operator", show_default=True, help="Recorded with the abort event.")
+@click.pass_context
+def rollout_abort(ctx: click.Context, alias: str, reason: str) -> None:
+    """Send all of ALIAS's traffic back to its stable deployment and end the rollout."""
+    import asyncio
+
+    from services.rollout.commands import RolloutError, abort_rollout
+
+    try:
+        event = asyncio.run(abort_rollout(_settings(ctx), alias, reason=reason))
+    except RolloutError as exc:
+        _fail(str(exc))
+    click.echo(f"aborted {event.rollout_id}: all traffic on {event.stable_deployment}")
+
+
+@rollout.command("judge")
+@click.pass_context
+def rollout_judge(ctx: click.Context) -> None:
+    """Run the canary judge: consume llm.deployment-windows, decide every interval, publish to llm.rollouts.
+
+    Run one judge at a time. Decisions also land in the ClickHouse table rollout_decisions, and rollbacks
+    and promotions raise an Alert on llm.alerts. Runs until Ctrl-C.
+    """
+    import asyncio
+
+    from services.rollout.judge import run_judge
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_judge(_settings(ctx)))
 
 
 # --- the main job ------------------------------------------------------------------------------------

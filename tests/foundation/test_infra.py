@@ -104,7 +104,8 @@ def test_clickhouse_keeps_data_across_restarts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args",
     [[], ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"], ["topics"], ["topics", "create"],
-     ["topics", "list"], ["migrate"], ["schemas"], ["schemas", "export"], ["smoke"], ["serve"], ["router"], ["streams"], ["notify"]],
+     ["topics", "list"], ["migrate"], ["schemas"], ["schemas", "export"], ["smoke"], ["serve"], ["router"], ["streams"], ["notify"], ["rollout"],
+     ["rollout", "start"], ["rollout", "status"], ["rollout", "abort"], ["rollout", "judge"]],
     ids=lambda a: " ".join(a) or "llmops",
 )
 def test_every_command_explains_itself(args: list[str]) -> None:
