@@ -3,8 +3,10 @@
 Flow per batch (size ``batch_size`` or ``batch_interval_s``, whichever first):
 decode (bad input -> dead letters) -> safety scan and redaction -> cost -> ClickHouse inserts of raw rows,
 dead letters, findings and costs (off the loop, retried with backoff until acknowledged) -> publish
-findings, dead letters and alerts to Kafka (awaiting the broker's acks) -> budget check -> **commit the
-batch's offsets** -> mark its minutes for aggregate recomputation and feed the drift monitors.
+findings, dead letters and alerts to Kafka (awaiting the broker's acks) -> budget check -> mark its minutes
+and windows for recomputation, feed the drift monitors -> **commit the batch's offsets**. On a timer, the
+touched minutes are recomputed into the aggregate tables and ended windows are published as
+``DeploymentWindow`` events for the canary judge.
 
 Why not a Faust agent with ``stream.take()``: in faust-streaming 0.15.3 ``Stream.take`` acks the
 buffered events in a ``finally`` around its ``yield`` (faust/streams.py, ``take``), so when the agent
@@ -54,6 +56,7 @@ from streams.agents.cost import COST_COLUMNS, CostAgent, load_budgets
 from streams.agents.decode import Record, decode_batch
 from streams.agents.drift import DriftAgent
 from streams.agents.safety import SAFETY_COLUMNS, SafetyAgent, load_tenant_policies
+from streams.agents.windows import WindowAgent
 from streams.config import StreamsConfig
 from streams.cost import PriceTable
 from streams.sink.aggregates import MinuteAggregator
@@ -111,11 +114,16 @@ class StreamsApp:
         try:
             self.alerts = AlertPublisher(self.producer, self._writer("alerts"), cfg.alerts_topic)
             self.drift = (DriftAgent(cfg, self._writer("drift"), self.alerts) if cfg.drift_enabled else None)
+            self.windows = (WindowAgent(self._writer("windows"), self.producer, cfg.windows_topic, cfg.window_seconds,
+                                        cfg.window_grace_s) if cfg.windows_enabled else None)
             await self.consumer.start()
             try:
                 self.consumer.subscribe(list(self.expected))
                 recovered = await self.aggregator.recover(cfg.startup_recompute_hours)
                 log.info("streams: %d minute(s) to recompute after start", recovered)
+                if self.windows is not None:
+                    log.info("streams: %d window(s) to republish after start",
+                             await self.windows.recover(cfg.window_recover_s))
                 background = asyncio.create_task(self._background(), name="streams-background")
                 try:
                     await self._loop()
@@ -234,6 +242,8 @@ class StreamsApp:
             await self.alerts.raise_once(alerts)
 
         self.aggregator.touch(minutes)
+        if self.windows is not None:
+            self.windows.touch(minutes)
         if self.drift is not None:
             for ev, _ in decoded.completions:
                 self.drift.add(ev.tenant_id, ev.payload)
@@ -277,6 +287,8 @@ class StreamsApp:
             await asyncio.sleep(self.config.aggregate_interval_s)
             try:
                 await self.aggregator.flush()
+                if self.windows is not None:
+                    await self.windows.publish_due()
                 if self.drift is not None:
                     self.drift.start_due_checks()
             except WriterStopped:

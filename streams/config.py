@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.topics import ALERTS, COMPLETIONS, DEADLETTER, FEEDBACK, REQUESTS, SAFETY
+from schemas.topics import ALERTS, COMPLETIONS, DEADLETTER, DEPLOYMENT_WINDOWS, FEEDBACK, REQUESTS, SAFETY
 from services.settings import REPO_ROOT
 
 
@@ -28,6 +28,7 @@ class StreamsConfig(BaseModel):
     safety_topic: str = SAFETY.name
     alerts_topic: str = ALERTS.name
     deadletter_topic: str = DEADLETTER.name
+    windows_topic: str = DEPLOYMENT_WINDOWS.name
 
     batch_size: int = Field(default=500, ge=1, description="Flush a batch at this many records...")
     batch_interval_s: float = Field(default=1.0, gt=0, description="...or when the oldest record waited this long.")
@@ -42,6 +43,13 @@ class StreamsConfig(BaseModel):
     aggregate_interval_s: float = Field(default=2.0, gt=0, description="How often touched minutes are recomputed.")
     startup_recompute_hours: float = Field(
         default=24.0, ge=0, description="On start, recompute minutes of raw rows ingested this recently (crash recovery)."
+    )
+
+    windows_enabled: bool = True
+    window_seconds: int = Field(default=60, ge=1, description="Length of the per-deployment windows for the judge.")
+    window_grace_s: float = Field(default=5.0, ge=0, description="Publish a window this long after it ended.")
+    window_recover_s: float = Field(
+        default=900.0, ge=0, description="On start, republish windows of completions ingested this recently."
     )
 
     drift_enabled: bool = True

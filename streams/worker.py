@@ -28,6 +28,7 @@ def _topic_specs(config: StreamsConfig) -> list[TopicSpec]:
     defaults = {
         "requests_topic": "llm.requests", "completions_topic": "llm.completions", "feedback_topic": "llm.feedback",
         "safety_topic": "llm.safety", "alerts_topic": "llm.alerts", "deadletter_topic": "llm.deadletter",
+        "windows_topic": "llm.deployment-windows",
     }
     specs = []
     for field, catalog_name in defaults.items():

@@ -27,6 +27,7 @@ def make_config(unique: str, tmp: Path, **overrides: Any) -> StreamsConfig:
         requests_topic=f"t-{unique}.requests", completions_topic=f"t-{unique}.completions",
         feedback_topic=f"t-{unique}.feedback", safety_topic=f"t-{unique}.safety",
         alerts_topic=f"t-{unique}.alerts", deadletter_topic=f"t-{unique}.deadletter",
+        windows_topic=f"t-{unique}.windows", window_seconds=60, window_grace_s=1.0,
         batch_size=200, batch_interval_s=0.3, aggregate_interval_s=0.5, retry_initial_s=0.2, retry_max_s=2.0,
         policies_path=None, budgets_path=None, drift_enabled=False,
     )

@@ -7,7 +7,7 @@ import json
 import random
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -18,7 +18,8 @@ from schemas.codec import DecodeErrorKind
 from services.clickhouse.migrations import migrate
 from services.kafka.config import confluent_consumer_config
 from services.settings import Settings
-from streams.agents.summary import DeploymentWindowSummary, window_summaries
+from schemas.aggregates import DeploymentWindow
+from streams.agents.windows import compute_windows
 from streams.config import StreamsConfig
 from streams.cost import PriceTable
 from streams.sink.clickhouse import ClickHouseWriter
@@ -45,7 +46,8 @@ def worker(local_stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> I
     tmp = tmp_path_factory.mktemp("streams")
     (tmp / "policies.yaml").write_text(f"default: {{pii: redact}}\ntenants:\n  {FLAG_TENANT}: {{pii: flag}}\n")
     (tmp / "budgets.yaml").write_text(f'tenants:\n  {BUDGET_TENANT}: "0.0010"\n')
-    config = make_config(UID, tmp, policies_path=tmp / "policies.yaml", budgets_path=tmp / "budgets.yaml")
+    config = make_config(UID, tmp, policies_path=tmp / "policies.yaml", budgets_path=tmp / "budgets.yaml",
+                         window_seconds=2, window_grace_s=0.5)
     w = WorkerThread(local_stack, config).start()
     yield local_stack, config
     w.stop()
@@ -66,11 +68,20 @@ def _consume_all(settings: Settings, topic: str, n: int, timeout_s: float = 30.0
     return out
 
 
-async def _summaries(settings: Settings) -> list[DeploymentWindowSummary]:
-    """Summaries of a two-hour window around now, filtered to this module's deployments."""
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=1)
-    found = await window_summaries(ClickHouseWriter(settings), start, 7200)
-    return [s for s in found if s.deployment_id.startswith(f"tot-{UID}")]
+def _windows(settings: Settings, config: StreamsConfig, deployments: list[str], requests: int) -> list[DeploymentWindow]:
+    """The latest published window per (deployment, start) of these deployments, once they cover ``requests``."""
+    latest: dict[tuple[str, datetime], DeploymentWindow] = {}
+
+    def covered(got: list[bytes]) -> bool:
+        latest.clear()
+        for value in got:
+            w = decode(value).payload
+            if w.deployment_id in deployments:
+                latest[(w.deployment_id, w.window_start)] = w
+        return sum(w.requests for w in latest.values()) == requests
+
+    _consume_all(settings, config.windows_topic, 0, 60, until=covered)
+    return list(latest.values())
 
 
 def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) -> None:
@@ -156,18 +167,22 @@ def test_totals_match_the_events_sent(worker: tuple[Settings, StreamsConfig]) ->
                              "WHERE deployment_id IN {d:Array(String)} ORDER BY deployment_id, hour", d=deployments)
     assert by_hour == merged
 
-    # Feedback joined to completions by request_id: count, mean and share negative per deployment.
-    summaries = {s.deployment_id: s for s in asyncio.run(_summaries(settings))}
+    # Windows for the judge: published on the windows topic once ended; replayed copies replace earlier ones.
+    published = _windows(settings, config, deployments, n + 1)
+    assert sum(w.requests for w in published) == n + 1
+    assert sum(w.errors for w in published) == errors
+    assert sum(w.priced_requests for w in published) == n
+    assert sum(w.prompt_tokens for w in published) == exp_prompt + 10  # + the unpriced completion's
+    assert sum(w.cost_total for w in published) == pytest.approx(float(expected_cost), rel=1e-9)
+    assert all(w.total_ms.p50 is not None and 0 < len(w.latency_sample_ms) <= w.requests for w in published)
+    # Recomputed now that every feedback event is stored: feedback joined per deployment.
+    recomputed = asyncio.run(compute_windows(ClickHouseWriter(settings), [w.window_start for w in published],
+                                             config.window_seconds))
     for dep, values in scores.items():
-        s = summaries[dep]
-        assert s.feedback_count == len(values)
-        assert s.feedback_mean == pytest.approx(sum(values) / len(values))
-        assert s.feedback_share_negative == pytest.approx(sum(1 for v in values if v < 0.5) / len(values))
-    assert sum(s.requests for s in summaries.values()) == n + 1
-    assert sum(s.errors for s in summaries.values()) == errors
-    assert sum(s.unpriced for s in summaries.values()) == 1
-    assert sum(s.cost_total for s in summaries.values()) == expected_cost
-    assert all(s.total_ms.p50 is not None and s.cost_per_request for s in summaries.values())
+        mine = [w for w in recomputed if w.deployment_id == dep]
+        assert sum(w.feedback_count for w in mine) == len(values)
+        assert sum(w.feedback_score_sum for w in mine) == pytest.approx(sum(values))
+        assert sum(w.feedback_negative for w in mine) == sum(1 for v in values if v < 0.5)
     for dep, values in scores.items():
         fb = rows(settings, "SELECT sum(feedback), sum(mean_score * feedback), sum(share_negative * feedback) "
                             "FROM v_feedback_minute WHERE deployment_id = {d:String}", d=dep)[0]
