@@ -13,8 +13,8 @@ same math; float results can differ in the last bits because matmul shapes diffe
 test bounds in practice).
 A row's cache is spliced in after its prefill and cut out (and the common left padding trimmed) when it finishes.
 
-Callbacks (``on_delta``, ``on_finish``) run on the engine's thread; the async bridge is
-:mod:`services.inference.async_engine`.
+Callbacks (``on_delta``, ``on_finish``) run on the engine's thread; :mod:`services.inference.replica` hands
+them to its asyncio loop with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
