@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -213,7 +212,7 @@ def serve(ctx: click.Context, spec_path: Path, address: str | None) -> None:
     from pydantic import ValidationError
 
     from schemas.topics import dispatch_topic
-    from services.inference.serve_app import serve_deployment, stop_deployment
+    from services.inference.serve_app import serve_deployment
     from services.inference.spec import DeploymentSpec
     from services.kafka.admin import KafkaUnavailable, ensure_topics
 
@@ -224,13 +223,7 @@ def serve(ctx: click.Context, spec_path: Path, address: str | None) -> None:
     except (ValidationError, ValueError, KafkaUnavailable) as exc:
         _fail(f"{spec_path}: {exc}")
     click.echo(f"serving {spec.deployment_id} ({spec.num_replicas} replica(s)) from {spec.dispatch_topic}; Ctrl-C stops")
-    serve_deployment(spec, address, settings=settings)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        click.echo("stopping: finishing or releasing in-flight requests")
-        stop_deployment(spec)
+    serve_deployment(spec, address, settings=settings, blocking=True)  # returns after a graceful stop
 
 
 @cli.command()
