@@ -123,6 +123,8 @@ class RolloutSpec(BaseModel):
         for s in steps:
             if not 0 < s <= 100:
                 raise ValueError(f"each step is a percent in (0, 100], got {s}")
+        if steps[0] >= 100:
+            raise ValueError("the first step must leave stable some traffic (< 100%): the judge compares the two")
         if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
             raise ValueError(f"steps must be strictly increasing, got {steps}")
         return steps

@@ -20,7 +20,7 @@ from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
 from services.kafka.config import aiokafka_producer_kwargs
 from services.rollout.decision import INSUFFICIENT, abort_event, start_event
-from services.rollout.gates import fmt
+from services.rollout.gates import INCONCLUSIVE, fmt
 from services.rollout.spec import RolloutSpec
 from services.rollout.topics import RolloutTopics, ensure_rollout_topics, read_to_end
 from services.settings import Settings
@@ -173,7 +173,9 @@ async def rollout_status(
 def _gate_verdict(passed: bool, detail: str) -> str:
     if passed:
         return "pass"
-    return "n/a (insufficient)" if detail.startswith(INSUFFICIENT) else "FAIL"
+    if detail.startswith(INSUFFICIENT):
+        return "n/a (insufficient)"
+    return "inconclusive" if detail.startswith(INCONCLUSIVE) else "FAIL"
 
 
 def format_status(statuses: list[RolloutStatus]) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from schemas.rollouts import GateResult, RolloutEvent
-from services.rollout.gates import GateOutcome, SideStats, evaluate, fmt, fmt_p
+from services.rollout.gates import INCONCLUSIVE, GateOutcome, SideStats, evaluate, fmt, fmt_p
 from services.rollout.spec import RolloutSpec
 
 Status = Literal["active", "promoted", "rolled_back", "aborted"]
@@ -47,8 +47,8 @@ class Decision:
 
 
 def is_failure(gate: GateResult) -> bool:
-    """A gate that failed on sufficient data (an insufficient gate is not a failure)."""
-    return not gate.passed and not gate.detail.startswith(INSUFFICIENT)
+    """A gate that failed on sufficient data (an insufficient or inconclusive gate is not a failure)."""
+    return not gate.passed and not gate.detail.startswith((INSUFFICIENT, INCONCLUSIVE))
 
 
 def start_event(spec: RolloutSpec, rollout_id: str, reason: str = "") -> RolloutEvent:
@@ -128,18 +128,22 @@ def decide(spec: RolloutSpec, progress: Progress, canary: SideStats, stable: Sid
         return Decision(event("hold", progress.step, current, reason, outcomes), after, outcomes)
 
     lacking = [o for o in outcomes if o.status == "insufficient"]
-    if lacking:
-        reason = "hold: " + "; ".join(f"{o.gate} {o.result.detail}" for o in lacking)
-        return Decision(event("hold", progress.step, current, reason, outcomes), progress, outcomes)
+    unsure = [o for o in outcomes if o.status == INCONCLUSIVE]
+    if lacking or unsure:
+        parts = [f"{o.gate} {o.result.detail}" for o in lacking]
+        parts += [f"{_failure_text(o)} but not significant at alpha={fmt(spec.alpha)}" for o in unsure]
+        return Decision(event("hold", progress.step, current, "hold: " + "; ".join(parts), outcomes), progress, outcomes)
 
     passed = (f"all {len(outcomes)} gates passed (canary n={canary.requests}, stable n={stable.requests})")
-    if progress.step < len(spec.steps):
+    # Stepping up to 100% would leave stable nothing to compare against: passing the step before it promotes.
+    if progress.step < len(spec.steps) and spec.steps[progress.step] < 100:
         nxt = progress.step + 1
         after = replace(progress, step=nxt, consecutive_failures=0)
         reason = (f"step_up: {passed}; canary {fmt(spec.steps[progress.step - 1])}% -> {fmt(spec.steps[nxt - 1])}%")
         return Decision(event("step_up", nxt, spec.weights(nxt), reason, outcomes), after, outcomes)
     after = replace(progress, consecutive_failures=0, status="promoted")
-    reason = f"promote: {passed} at the last step ({fmt(spec.steps[-1])}%); {spec.canary} takes all traffic"
+    reason = (f"promote: {passed} at {fmt(spec.steps[progress.step - 1])}%, the last step analysed; "
+              f"{spec.canary} takes all traffic")
     return Decision(event("promote", progress.step, {spec.canary: 1.0}, reason, outcomes), after, outcomes)
 
 

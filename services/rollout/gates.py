@@ -34,7 +34,8 @@ from schemas.aggregates import DeploymentWindow
 from schemas.rollouts import GateResult
 from services.rollout.spec import AbsoluteGate, DeltaGate, GateName, RateGate, RatioGate, RolloutSpec
 
-GateStatus = Literal["pass", "fail", "insufficient"]
+GateStatus = Literal["pass", "fail", "inconclusive", "insufficient"]
+INCONCLUSIVE = "inconclusive"
 
 
 @dataclass
@@ -142,12 +143,14 @@ def _verdict(
 ) -> GateOutcome:
     significant = p < alpha
     failed = breach and significant
-    if breach and not significant:
-        detail += f"; breach not significant at alpha={fmt_p(alpha)}"
+    inconclusive = breach and not significant
+    if inconclusive:
+        # A worse point estimate that noise could explain: neither a failure nor a pass (the judge holds).
+        detail = f"{INCONCLUSIVE}: breach not significant at alpha={fmt_p(alpha)}; {detail}"
     return GateOutcome(
-        GateResult(gate=gate, passed=not failed, observed=observed, threshold=threshold,
+        GateResult(gate=gate, passed=not breach, observed=observed, threshold=threshold,
                    canary_samples=n_c, stable_samples=n_s, detail=detail),
-        "fail" if failed else "pass",
+        "fail" if failed else INCONCLUSIVE if inconclusive else "pass",
         severe=failed and severe_breach and severe_threshold is not None,
         test=test,
         p_value=p,

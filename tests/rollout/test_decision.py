@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.rollout.decision import Progress, abort_event, apply, decide, start_event
+from services.rollout.decision import Progress, abort_event, apply, decide, is_failure, start_event
 from services.rollout.gates import SideStats
 from services.rollout.spec import RolloutSpec
 from tests.rollout.windows import at, window
@@ -34,9 +34,26 @@ def test_healthy_canary_steps_up_through_every_step_then_promotes() -> None:
         seen.append((d.event.action, d.event.step, d.event.weights.get("v2")))
         assert apply(progress, d.event) == d.progress  # replaying the event gives the same progress
         progress = d.progress
-    assert seen == [("step_up", 2, 0.25), ("step_up", 3, 0.5), ("step_up", 4, 1.0), ("promote", 4, 1.0)]
+    # The 100% step is never analysed (stable would get no traffic): passing 50% promotes.
+    assert seen == [("step_up", 2, 0.25), ("step_up", 3, 0.5), ("promote", 3, 1.0)]
     assert progress.status == "promoted"
     assert all(g.passed for g in d.event.gates) and len(d.event.gates) == 2
+
+
+def test_a_worse_but_not_significant_canary_holds_instead_of_stepping_up() -> None:
+    # 4/100 errors vs 0/100 breaches the 2-point threshold, but Fisher's exact test gives p=0.061.
+    progress = Progress("r1", 1)
+    d = decide(SPEC, progress, _side("v2", requests=50, error_rate=0.04), _side("v1", requests=50, error_rate=0.0))
+    assert d.event.action == "hold" and d.progress == progress
+    assert d.event.reason == ("hold: error_rate 0.04 > 0.02 (canary n=100, stable n=100; Fisher exact p=0.061) "
+                              "but not significant at alpha=0.05")
+    [gate] = [g for g in d.event.gates if g.gate == "error_rate"]
+    assert not gate.passed and gate.detail.startswith("inconclusive") and not is_failure(gate)
+
+
+def test_first_step_must_leave_stable_traffic() -> None:
+    with pytest.raises(ValueError, match="first step must leave stable some traffic"):
+        RolloutSpec.model_validate({**SPEC.model_dump(), "steps": [100]})
 
 
 def test_rollback_after_two_consecutive_failures_with_reason() -> None:

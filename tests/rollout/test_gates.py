@@ -45,7 +45,7 @@ def test_error_rate_same_rate_passes_and_ratio_comparison() -> None:
     assert ratio.status == "fail" and ratio.result.observed == pytest.approx(10.0)
 
 
-def test_breach_at_small_counts_is_not_significant_and_passes() -> None:
+def test_breach_at_small_counts_is_not_significant_and_inconclusive() -> None:
     # 2/100 vs 0/100 breaches a 1-point threshold but Fisher's exact test cannot tell it from noise.
     spec = RolloutSpec(alias="chat", stable="s", canary="c", min_samples=100, gates={"error_rate": {"threshold": 0.01}})
     canary = SideStats.from_windows([window("c", T0, requests=100, error_rate=0.02)])
@@ -53,7 +53,7 @@ def test_breach_at_small_counts_is_not_significant_and_passes() -> None:
     o = _one(spec, canary, stable)
     assert o.result.observed == pytest.approx(0.02) and o.result.observed > 0.01
     assert o.test == "Fisher exact" and o.p_value > 0.05
-    assert o.status == "pass" and "not significant" in o.result.detail
+    assert o.status == "inconclusive" and not o.result.passed and "not significant" in o.result.detail
 
 
 def test_below_min_samples_is_insufficient_not_pass_or_fail() -> None:
@@ -108,7 +108,7 @@ def test_safety_rate_and_feedback_and_cost_and_drift() -> None:
 def test_feedback_small_drop_at_small_counts_not_significant() -> None:
     spec = _spec(feedback_score_delta={"threshold": 0.1, "min_samples": 30})
     o = _one(spec, _side("c", n_windows=1, feedback=(30, 0.6)), _side("s", n_windows=1, feedback=(30, 0.75)))
-    assert o.result.observed == pytest.approx(0.15) and o.status == "pass" and o.p_value > 0.05
+    assert o.result.observed == pytest.approx(0.15) and o.status == "inconclusive" and o.p_value > 0.05
 
 
 def test_two_proportion_and_weighted_quantile_helpers() -> None:
