@@ -75,10 +75,20 @@ def render_prompt(req: InferenceRequest, loaded: LoadedModel) -> tuple[str, list
     return text, list(ids)
 
 
+def conversation_text(req: InferenceRequest) -> str:
+    """What the messages say, their contents separated by blank lines, without roles or the model's template.
+
+    This is the ``prompt_text`` of completions: safety scanners and drift see the conversation, not a
+    model-specific wrapping or role markers (which would read as injected markup in every prompt, while
+    the same markup typed inside a message is still caught).
+    """
+    return "\n\n".join(m.content for m in req.messages or [])
+
+
 def to_engine_request(
     req: InferenceRequest, spec: DeploymentSpec, loaded: LoadedModel, *, arrival: float | None = None,
 ) -> tuple[EngineRequest, str] | Rejected:
-    """The engine job and the rendered prompt text, or the error completion explaining why not."""
+    """The engine job and the conversation text (for ``prompt_text``), or the error completion explaining why not."""
     if req.deployment_id is not None and req.deployment_id != spec.deployment_id:
         return Rejected(error_completion(
             req, spec, "unknown_deployment",
@@ -95,7 +105,7 @@ def to_engine_request(
     except (ValueError, ValidationError) as exc:
         return Rejected(error_completion(req, spec, "invalid_params", f"invalid generation parameters: {exc}"))
     try:
-        text, ids = render_prompt(req, loaded)
+        _, ids = render_prompt(req, loaded)
     except Exception as exc:  # noqa: BLE001 - a template error is the request's fault, not the replica's
         return Rejected(error_completion(req, spec, "invalid_params", f"cannot render the prompt: {exc}"))
     deadline = req.deadline.timestamp() if isinstance(req.deadline, datetime) else None
@@ -103,7 +113,7 @@ def to_engine_request(
         request_id=req.request_id, prompt_ids=ids, sampling=sampling, priority=req.priority, deadline=deadline,
         arrival=arrival if arrival is not None else time.monotonic(),
     )
-    return job, text
+    return job, conversation_text(req)
 
 
 def _base(req: InferenceRequest, spec: DeploymentSpec) -> dict[str, object]:
