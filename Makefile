@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/llmops smoke
+	$(VENV)/bin/llmops demo
 
 test: setup
 	$(PY) -m pytest -p no:cacheprovider

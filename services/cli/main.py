@@ -389,6 +389,30 @@ def rollout_judge(ctx: click.Context) -> None:
 
 
 @cli.command()
+@click.option("--healthy", is_flag=True, help="Roll out a canary that behaves like stable: it should be promoted.")
+@click.option("--rate", "rate_per_s", default=2.0, show_default=True, help="Requests per second from the synthetic users.")
+@click.option("--interval", "interval_s", default=20.0, show_default=True, help="The judge's analysis interval (seconds).")
+@click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Give up after this many seconds.")
+@click.option("--keep-running/--stop", default=True, show_default=True, help="Leave the local stack running at the end.")
+@click.pass_context
+def demo(ctx: click.Context, healthy: bool, rate_per_s: float, interval_s: float, timeout_s: float, keep_running: bool) -> None:
+    """The main job: a canary rollout of the small model that rolls itself back, end to end.
+
+    Starts the local stack (or uses external Kafka/ClickHouse from the settings), two Ray Serve deployments
+    of SmolLM2 (stable chat-v1; canary chat-v2, whose generation config rambles: slower, costlier, graded
+    lower), the stream worker, the router, the judge and a console notifier; drives synthetic users and a
+    grader while showing traffic, weights and decisions; ends when the canary is rolled back (or promoted
+    with --healthy) and prints a summary read from ClickHouse. Exit 1 if the verdict is not the expected one.
+    """
+    from services.demo.run import DemoOptions, run_demo
+
+    opts = DemoOptions(healthy=healthy, rate_per_s=rate_per_s, interval_s=interval_s, timeout_s=timeout_s,
+                       keep_running=keep_running)
+    if not run_demo(_settings(ctx), opts, echo=click.echo):
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--events", default=20, show_default=True, help="How many requests (and completions) to publish.")
 @click.option("--keep-running/--stop", default=True, show_default=True, help="Leave the local stack running at the end.")
 @click.pass_context
