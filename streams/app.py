@@ -56,6 +56,7 @@ from streams.agents.cost import COST_COLUMNS, CostAgent, load_budgets
 from streams.agents.decode import Record, decode_batch
 from streams.agents.drift import DriftAgent
 from streams.agents.safety import SAFETY_COLUMNS, SafetyAgent, load_tenant_policies
+from streams.agents.safety_spike import safety_spike_alert
 from streams.agents.windows import WindowAgent
 from streams.config import StreamsConfig
 from streams.cost import PriceTable
@@ -288,7 +289,11 @@ class StreamsApp:
             try:
                 await self.aggregator.flush()
                 if self.windows is not None:
-                    await self.windows.publish_due()
+                    published = await self.windows.publish_due()
+                    spikes = [safety_spike_alert(w, share=self.config.safety_spike_share,
+                                                 min_requests=self.config.safety_spike_min_requests) for w in published]
+                    if any(spikes):
+                        await self.alerts.raise_once([(a, "platform") for a in spikes if a is not None])
                 if self.drift is not None:
                     self.drift.start_due_checks()
             except WriterStopped:

@@ -45,6 +45,10 @@ class StreamsConfig(BaseModel):
         default=24.0, ge=0, description="On start, recompute minutes of raw rows ingested this recently (crash recovery)."
     )
 
+    safety_spike_share: float = Field(
+        default=0.2, gt=0, le=1, description="Alert when at least this share of a window's requests was flagged..."
+    )
+    safety_spike_min_requests: int = Field(default=20, ge=1, description="...and the window had this many requests.")
     windows_enabled: bool = True
     window_seconds: int = Field(default=60, ge=1, description="Length of the per-deployment windows for the judge.")
     window_grace_s: float = Field(default=5.0, ge=0, description="Publish a window this long after it ended.")

@@ -338,3 +338,18 @@ def test_feedback_joins_its_completion_whenever_either_arrives(worker: tuple[Set
 
     got = wait_until(lambda: (r := joined()) and r[0][1] == 2 and r, 30, "both feedback events joined")
     assert got[0][0] == "7" and got[0][2] == pytest.approx(1.0) and got[0][3] == pytest.approx(1.0)
+
+
+def test_a_window_full_of_pii_raises_one_safety_spike_alert(worker: tuple[Settings, StreamsConfig]) -> None:
+    settings, config = worker
+    deployment = f"spiky-{UID}"
+    p = producer(settings)
+    for i in range(30):  # every completion leaks an email: 100% of the window's requests flagged
+        p.send(config.completions_topic, completion_event(f"spike-{UID}", f"spike-{UID}-{i}", deployment_id=deployment,
+                                                          text=f"write to person{i}@example.com"))
+    p.flush()
+    wait_until(lambda: scalar(settings, "SELECT count() FROM alerts_log FINAL WHERE kind = 'safety_spike' "
+                                        "AND deployment_id = {d:String}", d=deployment), 30, "the safety spike alert")
+    [(title, observed)] = rows(settings, "SELECT title, observed FROM alerts_log FINAL WHERE kind = 'safety_spike' "
+                                         "AND deployment_id = {d:String}", d=deployment)
+    assert "100% of requests had a safety finding" in title and observed["flagged_share"] == 1.0
