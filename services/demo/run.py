@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import DecodeError, decode
 from schemas.rollouts import RolloutEvent
@@ -35,6 +35,7 @@ from services.infra.stack import LocalStack
 from services.inference.spec import DeploymentSpec
 from services.kafka.admin import ensure_topics
 from services.kafka.config import aiokafka_consumer_kwargs
+from services.kafka.from_beginning import assign_from_beginning
 from services.notifier.config import NotifierConfig
 from services.notifier.service import Notifier
 from services.rollout.commands import RolloutError, abort_rollout, rollout_status, start_rollout
@@ -122,9 +123,7 @@ class RolloutWatcher:
         consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self.settings, None))
         await consumer.start()
         try:
-            tps = [TopicPartition(ROLLOUTS.name, p) for p in sorted(consumer.partitions_for_topic(ROLLOUTS.name) or {0})]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await assign_from_beginning(consumer, [ROLLOUTS.name])
             while True:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for rec in records:

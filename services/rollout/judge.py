@@ -62,7 +62,8 @@ from services.kafka.config import aiokafka_consumer_kwargs, aiokafka_producer_kw
 from services.rollout.decision import Decision, Progress, abort_event, apply, decide
 from services.rollout.gates import SideStats
 from services.rollout.store import decision_row, insert_rows
-from services.rollout.topics import RolloutTopics, assign_from_beginning, caught_up, ensure_rollout_topics
+from services.kafka.from_beginning import assign_from_beginning, caught_up
+from services.rollout.topics import RolloutTopics, ensure_rollout_topics
 from services.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
 from schemas.aggregates import DeploymentWindow
 from schemas.alerts import Alert
@@ -19,6 +19,7 @@ from schemas.rollouts import RolloutEvent
 from schemas.topics import ALERTS, DEADLETTER, DEPLOYMENT_WINDOWS, ROLLOUT_SPECS, ROLLOUTS, TopicSpec
 from services.kafka.admin import ensure_topics
 from services.kafka.config import aiokafka_consumer_kwargs
+from services.kafka.from_beginning import assign_from_beginning, caught_up
 from services.settings import Settings
 
 
@@ -44,24 +45,6 @@ class RolloutTopics:
 async def ensure_rollout_topics(settings: Settings, topics: RolloutTopics) -> None:
     """Create the rollout topics that are missing (for topics renamed in tests; the catalog creates the defaults)."""
     await asyncio.to_thread(ensure_topics, settings, topics.specs_for_creation())
-
-
-async def assign_from_beginning(consumer: AIOKafkaConsumer, names: list[str]) -> list[TopicPartition]:
-    """Assign every partition of the topics and seek to the beginning (no consumer group)."""
-    await consumer.topics()  # refresh metadata, so topics created a moment ago are known
-    tps = [TopicPartition(n, p) for n in names for p in sorted(consumer.partitions_for_topic(n) or set())]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    return tps
-
-
-async def caught_up(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
-    """True once every partition's position reached the fetch high-water mark."""
-    for tp in tps:
-        high = consumer.highwater(tp)
-        if high is None or await consumer.position(tp) < high:
-            return False
-    return True
 
 
 async def read_to_end(settings: Settings, names: list[str], timeout_s: float = 30.0) -> list[ConsumerRecord]:

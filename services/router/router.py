@@ -26,6 +26,7 @@ from schemas.rollouts import RolloutEvent
 from schemas.topics import COMPLETIONS, DEADLETTER, REQUESTS, ROLLOUTS, dispatch_topic
 from services.kafka.admin import ensure_topics
 from services.kafka.config import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
+from services.kafka.from_beginning import assign_from_beginning, caught_up
 from services.router.state import RolloutState
 from services.router.weights import choose
 from services.settings import Settings
@@ -94,10 +95,7 @@ class Router:
         consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self.settings, None))
         await consumer.start()
         try:
-            partitions = consumer.partitions_for_topic(self.topics.rollouts) or set()
-            tps = [TopicPartition(self.topics.rollouts, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            tps = await assign_from_beginning(consumer, [self.topics.rollouts])
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=self.poll_ms)
                 for records in batches.values():
@@ -106,19 +104,10 @@ class Router:
                             self.state.apply(decode(rec.value, rec.headers, expect=RolloutEvent).payload)
                         except DecodeError as exc:
                             log.warning("skipping bad rollout event at offset %s: %s", rec.offset, exc)
-                if not self.ready.is_set() and await self._caught_up(consumer, tps):
+                if not self.ready.is_set() and await caught_up(consumer, tps):
                     self.ready.set()
         finally:
             await consumer.stop()
-
-    @staticmethod
-    async def _caught_up(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> bool:
-        # The fetch high-water mark is right on every broker (ListOffsets 'latest' is not on the local one).
-        for tp in tps:
-            high = consumer.highwater(tp)
-            if high is None or await consumer.position(tp) < high:
-                return False
-        return True
 
     async def _route_requests(self, producer: AIOKafkaProducer) -> None:
         consumer = AIOKafkaConsumer(self.topics.requests, **aiokafka_consumer_kwargs(self.settings, self.group_id))
