@@ -131,8 +131,10 @@ def decide(spec: RolloutSpec, progress: Progress, canary: SideStats, stable: Sid
     unsure = [o for o in outcomes if o.status == INCONCLUSIVE]
     if lacking or unsure:
         parts = [f"{o.gate} {o.result.detail}" for o in lacking]
-        parts += [f"{_failure_text(o)} but not significant at alpha={fmt(spec.alpha)}" for o in unsure]
-        return Decision(event("hold", progress.step, current, "hold: " + "; ".join(parts), outcomes), progress, outcomes)
+        parts += [f"{_failure_text(o)} but not significant" for o in unsure]
+        # An interval with enough traffic that did not fail ends a run of failures; lacking data does not.
+        after = replace(progress, consecutive_failures=0) if unsure and not lacking else progress
+        return Decision(event("hold", progress.step, current, "hold: " + "; ".join(parts), outcomes), after, outcomes)
 
     passed = (f"all {len(outcomes)} gates passed (canary n={canary.requests}, stable n={stable.requests})")
     # Stepping up to 100% would leave stable nothing to compare against: passing the step before it promotes.
@@ -161,4 +163,8 @@ def apply(progress: Progress | None, event: RolloutEvent) -> Progress | None:
     # hold
     if any(is_failure(g) for g in event.gates):
         return replace(progress, step=max(event.step, 1), consecutive_failures=progress.consecutive_failures + 1)
+    inconclusive = any(g.detail.startswith(INCONCLUSIVE) for g in event.gates)
+    lacking = any(g.detail.startswith(INSUFFICIENT) for g in event.gates)
+    if inconclusive and not lacking:
+        return replace(progress, step=max(event.step, 1), consecutive_failures=0)
     return replace(progress, step=max(event.step, 1))

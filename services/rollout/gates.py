@@ -267,10 +267,16 @@ def cost_gate(cfg: RatioGate, canary: SideStats, stable: SideStats, alpha: float
 
 
 def evaluate(spec: RolloutSpec, canary: SideStats, stable: SideStats) -> list[GateOutcome]:
-    """Every configured gate of the spec, in the spec's gate order."""
-    g, a, m = spec.gates, spec.alpha, spec.min_samples
-    out: list[GateOutcome] = []
+    """Every configured gate of the spec, in the spec's gate order.
+
+    Each tested gate uses ``alpha / number of tested gates`` (Bonferroni), so ``alpha`` bounds the chance
+    that a canary as good as stable fails any gate in an interval, not each gate separately.
+    """
+    g, m = spec.gates, spec.min_samples
     names: list[GateName] = g.configured()
+    tested = [n for n in names if n != "drift_share"]  # drift is an absolute ceiling, not a test
+    a = spec.alpha / max(1, len(tested))
+    out: list[GateOutcome] = []
     for name in names:
         if name == "error_rate" and g.error_rate:
             out.append(rate_gate(name, g.error_rate, canary.errors, canary.requests, stable.errors, stable.requests, a, m))

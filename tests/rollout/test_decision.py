@@ -42,13 +42,17 @@ def test_healthy_canary_steps_up_through_every_step_then_promotes() -> None:
 
 def test_a_worse_but_not_significant_canary_holds_instead_of_stepping_up() -> None:
     # 4/100 errors vs 0/100 breaches the 2-point threshold, but Fisher's exact test gives p=0.061.
-    progress = Progress("r1", 1)
+    # An interval with data that did not fail also ends a run of failures (and replaying it agrees).
+    progress = Progress("r1", 1, consecutive_failures=1)
     d = decide(SPEC, progress, _side("v2", requests=50, error_rate=0.04), _side("v1", requests=50, error_rate=0.0))
-    assert d.event.action == "hold" and d.progress == progress
+    assert d.event.action == "hold" and d.progress == Progress("r1", 1, consecutive_failures=0)
+    assert apply(progress, d.event) == d.progress
     assert d.event.reason == ("hold: error_rate 0.04 > 0.02 (canary n=100, stable n=100; Fisher exact p=0.061) "
-                              "but not significant at alpha=0.05")
+                              "but not significant")
     [gate] = [g for g in d.event.gates if g.gate == "error_rate"]
     assert not gate.passed and gate.detail.startswith("inconclusive") and not is_failure(gate)
+    # Two tested gates share alpha=0.05 (Bonferroni): each is tested at 0.025.
+    assert "not significant at alpha=0.025" in gate.detail
 
 
 def test_first_step_must_leave_stable_traffic() -> None:
