@@ -3,8 +3,8 @@
 Users send chat requests for one alias at a steady rate (sticky user ids, so routing is per user). Some
 prompts carry personal data on purpose, so the safety agent has something to find and redact. The
 grader reads the completions of this run and publishes one ``Feedback`` per completion, scored by a
-fixed, documented rule: full marks for a short answer that ended by itself, less for an answer cut off
-at its token limit (rambling) and the longer it is, zero for an error; plus small seeded noise.
+fixed, documented rule that prefers concise answers: 0.95 up to 32 generated tokens, then 0.0125 less
+per extra token (floor 0.1), zero for an error; plus small seeded noise.
 """
 
 from __future__ import annotations
@@ -47,10 +47,7 @@ def grade(completion: Completion, rng: random.Random) -> float:
     """The grader's score in [0, 1] (see the module docstring)."""
     if completion.error is not None or completion.finish_reason in ("error", "deadline"):
         return 0.0
-    if completion.finish_reason == "length":
-        base = max(0.1, 0.8 - completion.completion_tokens / 120)
-    else:
-        base = 0.95
+    base = max(0.1, 0.95 - max(0, completion.completion_tokens - 32) * 0.0125)
     return min(1.0, max(0.0, base + rng.uniform(-0.05, 0.05)))
 
 

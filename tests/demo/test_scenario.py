@@ -19,3 +19,20 @@ def test_rollout_and_stream_settings_fit_together() -> None:
     assert spec.steps[0] < 100 and spec.stable == STABLE and spec.canary == CANARY
     # at least two deployment windows per analysis interval, so each interval sees fresh data per side
     assert streams_config(20.0).window_seconds * 2 <= spec.analysis_interval_seconds
+
+
+def test_grader_prefers_concise_answers_and_zeroes_errors() -> None:
+    import random
+
+    from schemas import Completion, CompletionError
+    from services.demo.traffic import grade
+
+    rng = random.Random(0)
+
+    def c(tokens: int, **kw: object) -> Completion:
+        return Completion(request_id="r", tenant="t", deployment_id="d", finish_reason="stop", completion_tokens=tokens, **kw)
+
+    short, long = grade(c(20), rng), grade(c(96), rng)
+    assert short >= 0.9 and long <= 0.2 + 0.05
+    err = c(0, finish_reason="error", error=CompletionError(kind="internal", message="boom"))
+    assert grade(err, rng) == 0.0
