@@ -30,7 +30,8 @@ def test_grader_prefers_concise_answers_and_zeroes_errors() -> None:
     rng = random.Random(0)
 
     def c(tokens: int, **kw: object) -> Completion:
-        return Completion(request_id="r", tenant="t", deployment_id="d", finish_reason="stop", completion_tokens=tokens, **kw)
+        fields: dict[str, object] = {"finish_reason": "stop", **kw}
+        return Completion(request_id="r", tenant="t", deployment_id="d", completion_tokens=tokens, **fields)
 
     short, long = grade(c(20), rng), grade(c(96), rng)
     assert short >= 0.9 and long <= 0.2 + 0.05
