@@ -182,6 +182,14 @@ def rate_gate(gate: str, cfg: RateGate, x_c: int, n_c: int, x_s: int, n_s: int, 
     return _verdict(gate, observed, cfg.threshold, cfg.severe_threshold, breach, severe, p, alpha, n_c, n_s, detail, test)
 
 
+def _ratio(canary: float, stable: float, cfg: RatioGate) -> tuple[float | None, bool, bool]:
+    """(canary / stable, breach, severe breach); with stable at 0 any positive canary value breaches both."""
+    if stable <= 0:
+        return None, canary > 0, canary > 0
+    observed = canary / stable
+    return observed, observed > cfg.threshold, cfg.severe_threshold is not None and observed > cfg.severe_threshold
+
+
 def latency_gate(cfg: RatioGate, canary: SideStats, stable: SideStats, alpha: float, min_n: int) -> GateOutcome:
     gate = "p95_latency_ratio"
     n_c, n_s = len(canary.latency), len(stable.latency)
@@ -190,13 +198,7 @@ def latency_gate(cfg: RatioGate, canary: SideStats, stable: SideStats, alpha: fl
         return _insufficient(gate, cfg.threshold, n_c, n_s, need, "latency samples")
     p95_c = weighted_quantile(canary.latency, canary.latency_weights, 0.95)
     p95_s = weighted_quantile(stable.latency, stable.latency_weights, 0.95)
-    if p95_s > 0:
-        observed: float | None = p95_c / p95_s
-        breach = observed > cfg.threshold
-        severe = cfg.severe_threshold is not None and observed > cfg.severe_threshold
-    else:
-        observed = None
-        breach = severe = p95_c > 0
+    observed, breach, severe = _ratio(p95_c, p95_s, cfg)
     p = float(stats.mannwhitneyu(canary.latency, stable.latency, alternative="greater", method="asymptotic").pvalue)
     detail = f"Mann-Whitney U one-sided p={fmt_p(p)}; p95 canary {fmt(p95_c)} ms, stable {fmt(p95_s)} ms"
     return _verdict(gate, observed, cfg.threshold, cfg.severe_threshold, breach, severe, p, alpha, n_c, n_s, detail,
@@ -245,13 +247,7 @@ def cost_gate(cfg: RatioGate, canary: SideStats, stable: SideStats, alpha: float
     if n_c < need or n_s < need:
         return _insufficient(gate, cfg.threshold, n_c, n_s, need, "priced requests")
     cpr_c, cpr_s = canary.cost_total / n_c, stable.cost_total / n_s
-    if cpr_s > 0:
-        observed: float | None = cpr_c / cpr_s
-        breach = observed > cfg.threshold
-        severe = cfg.severe_threshold is not None and observed > cfg.severe_threshold
-    else:
-        observed = None
-        breach = severe = cpr_c > 0
+    observed, breach, severe = _ratio(cpr_c, cpr_s, cfg)
     wc, ws = canary.window_cost_per_request, stable.window_cost_per_request
     if len(wc) >= 2 and len(ws) >= 2:
         if np.var(wc) == 0 and np.var(ws) == 0:
