@@ -157,6 +157,19 @@ def _verdict(
     )
 
 
+def _breaches(observed: float, cfg: RateGate | RatioGate | DeltaGate | AbsoluteGate) -> tuple[bool, bool]:
+    """(beyond the threshold, beyond the severe threshold if one is set)."""
+    return observed > cfg.threshold, cfg.severe_threshold is not None and observed > cfg.severe_threshold
+
+
+def _ratio(canary: float, stable: float, cfg: RateGate | RatioGate) -> tuple[float | None, bool, bool]:
+    """(canary / stable, breach, severe breach); with stable at 0 the ratio is unbounded and any canary value breaches."""
+    if stable <= 0:
+        return None, canary > 0, canary > 0
+    observed = canary / stable
+    return (observed, *_breaches(observed, cfg))
+
+
 def rate_gate(gate: str, cfg: RateGate, x_c: int, n_c: int, x_s: int, n_s: int, alpha: float, min_n: int) -> GateOutcome:
     """A rate (errors, flagged requests) of canary vs stable."""
     need = cfg.min_samples or min_n
@@ -166,15 +179,9 @@ def rate_gate(gate: str, cfg: RateGate, x_c: int, n_c: int, x_s: int, n_s: int, 
     observed: float | None
     if cfg.comparison == "difference":
         observed = r_c - r_s
-        breach = observed > cfg.threshold
-        severe = cfg.severe_threshold is not None and observed > cfg.severe_threshold
-    elif r_s > 0:
-        observed = r_c / r_s
-        breach = observed > cfg.threshold
-        severe = cfg.severe_threshold is not None and observed > cfg.severe_threshold
-    else:  # the ratio is unbounded when stable has none: any canary occurrence breaches
-        observed = None
-        breach = severe = r_c > 0
+        breach, severe = _breaches(observed, cfg)
+    else:
+        observed, breach, severe = _ratio(r_c, r_s, cfg)
     p, test = two_proportion_p(x_c, n_c, x_s, n_s)
     detail = f"{test} one-sided p={fmt_p(p)}; canary {x_c}/{n_c} = {fmt(r_c * 100)}%, stable {x_s}/{n_s} = {fmt(r_s * 100)}%"
     if cfg.comparison == "ratio" and observed is None:
@@ -182,12 +189,6 @@ def rate_gate(gate: str, cfg: RateGate, x_c: int, n_c: int, x_s: int, n_s: int, 
     return _verdict(gate, observed, cfg.threshold, cfg.severe_threshold, breach, severe, p, alpha, n_c, n_s, detail, test)
 
 
-def _ratio(canary: float, stable: float, cfg: RatioGate) -> tuple[float | None, bool, bool]:
-    """(canary / stable, breach, severe breach); with stable at 0 any positive canary value breaches both."""
-    if stable <= 0:
-        return None, canary > 0, canary > 0
-    observed = canary / stable
-    return observed, observed > cfg.threshold, cfg.severe_threshold is not None and observed > cfg.severe_threshold
 
 
 def latency_gate(cfg: RatioGate, canary: SideStats, stable: SideStats, alpha: float, min_n: int) -> GateOutcome:
@@ -218,8 +219,7 @@ def feedback_gate(cfg: DeltaGate, canary: SideStats, stable: SideStats, alpha: f
     p = float(stats.norm.sf(observed / se)) if se > 0 else (0.0 if observed > 0 else 1.0)
     detail = (f"z-test (Bhatia-Davis variance bound) one-sided p={fmt_p(p)}; mean score canary {fmt(m_c)}, "
               f"stable {fmt(m_s)}")
-    breach = observed > cfg.threshold
-    severe = cfg.severe_threshold is not None and observed > cfg.severe_threshold
+    breach, severe = _breaches(observed, cfg)
     return _verdict(gate, observed, cfg.threshold, cfg.severe_threshold, breach, severe, p, alpha, n_c, n_s, detail,
                     "z-test")
 
@@ -232,8 +232,7 @@ def drift_gate(cfg: AbsoluteGate, canary: SideStats, stable: SideStats) -> GateO
                                       canary_samples=0, stable_samples=0,
                                       detail="insufficient data: no drift share reported for the canary yet"),
                            "insufficient")
-    failed = share > cfg.threshold
-    severe = failed and cfg.severe_threshold is not None and share > cfg.severe_threshold
+    failed, severe = _breaches(share, cfg)  # a severe threshold is never below the threshold (spec validation)
     detail = f"absolute ceiling on the canary's latest drift share (a drift test's output); {fmt(share)}"
     return GateOutcome(GateResult(gate=gate, passed=not failed, observed=share, threshold=cfg.threshold,
                                   canary_samples=canary.windows, stable_samples=stable.windows, detail=detail),
