@@ -46,7 +46,7 @@ def publish_sample_traffic(settings: Settings, run_id: str, events: int) -> set[
     producer = EventProducer(settings)
     ids = set()
     for i in range(events):
-        request_id = f"demo-{run_id}-{i:04d}"
+        request_id = f"smoke-{run_id}-{i:04d}"
         ids.add(request_id)
         tenant = rng.choice(["acme", "globex"])
         req = InferenceRequest(
@@ -78,21 +78,21 @@ async def read_back_into_clickhouse(settings: Settings, run_id: str, expected: i
     try:
         while seen < expected and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500, max_records=1000)
-            rows: dict[str, list[list[object]]] = {}
+            rows: dict[str, list[list[object]]] = {}  # by topic
             for tp, records in batches.items():
-                table, _cols, to_row = _TABLES[tp.topic]
+                _table, _cols, to_row = _TABLES[tp.topic]
                 for rec in records:
                     try:
                         event = decode(rec.value, rec.headers)
                     except DecodeError:
-                        continue  # the stream agents send these to the dead-letter topic; the demo only counts
-                    if event.payload.request_id.startswith(f"demo-{run_id}-"):
+                        continue  # the stream worker dead-letters these; the smoke check only counts
+                    if event.payload.request_id.startswith(f"smoke-{run_id}-"):
                         seen += 1
                     pos = raw_tables.SourcePosition(tp.topic, tp.partition, rec.offset)
-                    rows.setdefault(table, []).append(to_row(event, pos))
-            for table, table_rows in rows.items():
-                columns = next(cols for t, cols, _ in _TABLES.values() if t == table)
-                await asyncio.to_thread(client.insert, table, table_rows, column_names=columns)
+                    rows.setdefault(tp.topic, []).append(to_row(event, pos))
+            for topic, topic_rows in rows.items():
+                table, columns, _to_row = _TABLES[topic]
+                await asyncio.to_thread(client.insert, table, topic_rows, column_names=columns)
             if batches:
                 await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
     finally:
@@ -122,7 +122,7 @@ def run_smoke(settings: Settings, *, events: int, keep_running: bool, echo: Echo
     echo(f"   consumed {seen} events of this run")
 
     client = connect(settings)
-    prefix = f"demo-{run_id}-%"
+    prefix = f"smoke-{run_id}-%"
     echo("== ClickHouse (SELECT ... FINAL, this run only)")
     for table in ("raw_requests", "raw_completions", "raw_feedback"):
         n = client.query(f"SELECT count() FROM {table} FINAL WHERE request_id LIKE %(p)s", parameters={"p": prefix})

@@ -20,11 +20,6 @@ from services.kafka.admin import ensure_topics
 from services.settings import Settings
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The LLMOPS_* environment that makes a subprocess's Settings() equal these settings."""
-    return settings.to_env()
-
-
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a running broker and ClickHouse, topics created, migrations applied.
@@ -40,8 +35,9 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     )
     stack = LocalStack(settings)
     stack.up()
-    saved = {k: os.environ.get(k) for k in settings_env(settings)}
-    os.environ.update(settings_env(settings))
+    env = settings.to_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         ensure_topics(settings)
         migrate(settings)

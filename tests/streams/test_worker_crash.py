@@ -15,12 +15,11 @@ from services.settings import REPO_ROOT, Settings
 from streams.config import StreamsConfig
 from streams.cost import PriceTable
 from streams.worker import prepare
-from tests.conftest import settings_env
 from tests.streams.helpers import completion_event, make_config, producer, rows, scalar, wait_until
 
 
 def _start(settings: Settings, config_file: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO_ROOT)}
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "streams.worker", "--config", str(config_file)],
                                 cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
