@@ -6,10 +6,14 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from services.infra.stack import ServerStatus
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -51,7 +55,7 @@ def infra() -> None:
     """
 
 
-def _print_status(statuses: list) -> None:  # type: ignore[type-arg]
+def _print_status(statuses: list[ServerStatus]) -> None:
     for st in statuses:
         state = click.style("up", fg="green") if st.running else click.style("down", fg="red")
         kind = "local" if st.managed else "external"
