@@ -23,23 +23,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
+import torch
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from schemas.codec import decode, make_event  # noqa: E402
-from schemas.completions import Completion  # noqa: E402
-from schemas.requests import GenerationParams, InferenceRequest, Message  # noqa: E402
-from schemas.topics import COMPLETIONS, dispatch_topic  # noqa: E402
-from services.inference.adapter import to_engine_request  # noqa: E402
-from services.inference.engine import Engine, EngineLimits, EngineResult  # noqa: E402
-from services.inference.model_loader import SMOLLM2_GGUF, load_model, smollm2_dir  # noqa: E402
-from services.inference.spec import DeploymentSpec  # noqa: E402
-from services.infra.broker import LocalBroker  # noqa: E402
-from services.infra.process import free_port  # noqa: E402
-from services.kafka.admin import ensure_topics  # noqa: E402
-from services.kafka.config import confluent_consumer_config  # noqa: E402
-from services.kafka.producer import EventProducer  # noqa: E402
-from services.settings import Settings  # noqa: E402
+from schemas.codec import decode, make_event
+from schemas.completions import Completion
+from schemas.requests import GenerationParams, InferenceRequest, Message
+from schemas.topics import COMPLETIONS, dispatch_topic
+from services.core.kafka.admin import ensure_topics
+from services.core.kafka.config import confluent_consumer_config
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
+from services.inference.adapter import to_engine_request
+from services.inference.engine import Engine, EngineLimits, EngineResult
+from services.inference.model_loader import SMOLLM2_GGUF, load_model, smollm2_dir
+from services.inference.spec import DeploymentSpec
+from services.infra.broker import LocalBroker
+from services.infra.process import free_port
 
 
 def request(rid: str, dep: str, i: int, max_tokens: int) -> InferenceRequest:
@@ -94,7 +94,7 @@ class CompletionWaiter:
         self.consumer.close()
 
 
-def direct(spec: DeploymentSpec, loaded, n: int, burst: int, max_tokens: int) -> tuple[list[float], float]:  # noqa: ANN001
+def direct(spec: DeploymentSpec, loaded, n: int, burst: int, max_tokens: int) -> tuple[list[float], float]:
     engine = Engine(loaded, EngineLimits(max_batch_size=spec.max_batch_size, token_budget=spec.token_budget))
     engine.start()
     try:
@@ -102,7 +102,7 @@ def direct(spec: DeploymentSpec, loaded, n: int, burst: int, max_tokens: int) ->
         for i in range(n + 2):
             done = threading.Event()
             t0 = time.perf_counter()
-            job = to_engine_request(request(f"d{i}", spec.deployment_id, i, max_tokens), spec, loaded)
+            job = to_engine_request(request(f"d{i}", spec.deployment_id, i, max_tokens), spec, loaded.tokenizer)
             assert isinstance(job, tuple)
             engine.submit(job[0], None, lambda r, d=done: d.set())
             done.wait()
@@ -118,7 +118,7 @@ def direct(spec: DeploymentSpec, loaded, n: int, burst: int, max_tokens: int) ->
 
         t0 = time.perf_counter()
         for i in range(burst):
-            job = to_engine_request(request(f"b{i}", spec.deployment_id, i, max_tokens), spec, loaded)
+            job = to_engine_request(request(f"b{i}", spec.deployment_id, i, max_tokens), spec, loaded.tokenizer)
             assert isinstance(job, tuple)
             engine.submit(job[0], None, on_finish)
         all_done.wait()

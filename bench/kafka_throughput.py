@@ -18,21 +18,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-from confluent_kafka import Consumer, Producer  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from confluent_kafka import Consumer, Producer
 
-from schemas import Feedback, encode, make_event  # noqa: E402
-from schemas.topics import TopicSpec  # noqa: E402
-from services.infra.process import free_port  # noqa: E402
-from services.infra.stack import LocalStack  # noqa: E402
-from services.kafka.admin import ensure_topics  # noqa: E402
-from services.kafka.config import (  # noqa: E402
+from schemas import Feedback, encode, make_event
+from schemas.topics import TopicSpec
+from services.core.kafka.admin import ensure_topics
+from services.core.kafka.config import (
     aiokafka_consumer_kwargs,
     aiokafka_producer_kwargs,
     confluent_consumer_config,
     confluent_producer_config,
 )
-from services.settings import Settings  # noqa: E402
+from services.core.settings import Settings
+from services.infra.process import free_port
+from services.infra.stack import LocalStack
 
 
 def confluent_produce(settings: Settings, topic: str, payload: bytes, n: int) -> float:

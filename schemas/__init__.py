@@ -14,6 +14,7 @@ from schemas.envelope import Envelope
 from schemas.feedback import Feedback
 from schemas.registry import EVENT_TYPES, EventType, event_type_for, payload_model_for
 from schemas.requests import GenerationParams, InferenceRequest, Message, PromptRef
+from schemas.review import ReviewItem, ReviewReason
 from schemas.rollout_specs import RolloutSpec, RolloutSpecRecord
 from schemas.rollouts import GateResult, RolloutAction, RolloutEvent
 from schemas.safety import SafetyCategory, SafetyFinding, SafetySpan
@@ -28,9 +29,9 @@ __all__ = [
     "CompletionChunk",
     "CompletionError",
     "DeadLetter",
-    "DeploymentWindow",
     "DecodeError",
     "DecodeErrorKind",
+    "DeploymentWindow",
     "Envelope",
     "EventType",
     "Feedback",
@@ -41,6 +42,8 @@ __all__ = [
     "Message",
     "PromptRef",
     "Quantiles",
+    "ReviewItem",
+    "ReviewReason",
     "RolloutAction",
     "RolloutEvent",
     "RolloutSpec",

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.requests import FallbackRecord
+
 FinishReason = Literal["stop", "length", "eos", "error", "deadline"]
 
 
@@ -61,3 +63,12 @@ class Completion(BaseModel):
     ttft_ms: float | None = Field(default=None, ge=0.0)
     total_ms: float = Field(default=0.0, ge=0.0)
     error: CompletionError | None = None
+    routing_weight: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Copied from the request: the router's weight for this deployment."
+    )
+    cached: bool = Field(
+        default=False, description="Answered from the gateway's response cache: no model ran, so its cost is 0."
+    )
+    fallback: FallbackRecord | None = Field(
+        default=None, description="Copied from the request: this answer came from the alias's fallback deployment."
+    )

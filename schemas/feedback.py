@@ -16,4 +16,6 @@ class Feedback(BaseModel):
     score: float = Field(ge=0.0, le=1.0)
     label: str | None = Field(default=None, max_length=200)
     comment: str | None = Field(default=None, max_length=10_000)
-    source: Literal["user", "grader", "human_review"] = "user"
+    source: Literal["user", "grader", "human_review", "human"] = Field(
+        default="user", description="'human': a label recorded with `llmops review` (the review queue).",
+    )

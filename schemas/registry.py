@@ -11,7 +11,9 @@ from schemas.alerts import Alert
 from schemas.completions import Completion, CompletionChunk
 from schemas.deadletter import DeadLetter
 from schemas.feedback import Feedback
+from schemas.prompts import PromptLabel, PromptVersion
 from schemas.requests import InferenceRequest
+from schemas.review import ReviewItem
 from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
 from schemas.safety import SafetyFinding
@@ -46,6 +48,9 @@ EVENT_TYPES: dict[str, EventType] = {
         _current("rollout.spec", RolloutSpecRecord),
         _current("deadletter", DeadLetter),
         _current("deployment.window", DeploymentWindow),
+        _current("prompt.version", PromptVersion),
+        _current("prompt.label", PromptLabel),
+        _current("review.item", ReviewItem),
     )
 }
 

@@ -1,1 +1,2 @@
-"""Services of llmops-stream: settings, local infrastructure, Kafka and ClickHouse access, and the CLI."""
+"""Services of llmops-stream: the core layer (``services.core``), local infrastructure, inference replicas,
+router, rollout judge, notifier, and, on top of everything, the CLI (``services.cli``) and the demo."""

@@ -13,8 +13,9 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from schemas.codec import DecodeError, decode, make_event
 from schemas.completions import Completion
@@ -22,18 +23,19 @@ from schemas.envelope import utc_now
 from schemas.feedback import Feedback
 from schemas.requests import InferenceRequest, Message
 from schemas.topics import COMPLETIONS, FEEDBACK, REQUESTS
-from services.clickhouse import raw_tables
-from services.clickhouse.client import connect
-from services.clickhouse.migrations import migrate
+from services.core.clickhouse import raw_tables
+from services.core.clickhouse.client import connect
+from services.core.clickhouse.migrations import migrate
+from services.core.kafka.admin import ensure_topics
+from services.core.kafka.config import aiokafka_consumer_kwargs
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
 from services.infra.stack import LocalStack
-from services.kafka.admin import ensure_topics
-from services.kafka.config import aiokafka_consumer_kwargs
-from services.kafka.producer import EventProducer
-from services.settings import Settings
 
 Echo = Callable[[str], None]
 
-_TABLES = {
+RowBuilder = Callable[[Any, raw_tables.SourcePosition], list[Any]]
+_TABLES: dict[str, tuple[str, list[str], RowBuilder]] = {
     REQUESTS.name: ("raw_requests", raw_tables.REQUEST_COLUMNS, raw_tables.request_row),
     COMPLETIONS.name: ("raw_completions", raw_tables.COMPLETION_COLUMNS, raw_tables.completion_row),
     FEEDBACK.name: ("raw_feedback", raw_tables.FEEDBACK_COLUMNS, raw_tables.feedback_row),

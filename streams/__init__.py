@@ -1,6 +1,6 @@
-"""Stream processing of llmops-stream: the stream worker that measures the traffic and writes ClickHouse.
+"""Stream processing of llmops-stream: the stream worker, a faust-streaming app (``streams.app:app``).
 
-One manual-commit aiokafka consumer loop (streams/app.py explains why not Faust) feeds the agents:
-raw sink, dead letters, safety, cost, latency, feedback, drift, and the per-deployment windows the
-canary judge consumes.
+Agents per input topic run the concern modules of :mod:`streams.concerns` (decode and dead letters, raw sink,
+safety, cost and budgets, drift, minute aggregates, deployment windows for the canary judge, alerts) over each
+batch; :mod:`streams.pipeline` composes them and :mod:`streams.app` wires them into Faust.
 """

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.clickhouse.migrations import migrate
+from services.core.clickhouse.migrations import migrate
+from services.core.kafka.admin import ensure_topics
+from services.core.settings import Settings
 from services.infra.process import free_port
 from services.infra.stack import LocalStack
-from services.kafka.admin import ensure_topics
-from services.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,12 @@
-"""Synthetic users and a synthetic grader for the demo.
+"""Synthetic users and a synthetic grader for the demo, speaking to the gateway with the official ``openai`` client.
 
-Users send chat requests for one alias at a steady rate (sticky user ids, so routing is per user). Some
-prompts carry personal data on purpose, so the safety agent has something to find and redact. The
-grader reads the completions of this run and publishes one ``Feedback`` per completion, scored by a
-fixed, documented rule that prefers concise answers: 0.95 up to 32 generated tokens, then 0.0125 less
-per extra token (floor 0.1), zero for an error; plus small seeded noise.
+Users send chat requests for one alias at a steady rate through ``llmops gateway`` (sticky user ids, so routing is
+per user; a shared system prompt, so the replicas' prefix cache has something to reuse). Some prompts carry personal
+data on purpose, so the safety agents have something to find and redact. Each request names its id
+(``x-request-id``), so this run's rows are easy to find in ClickHouse. The grader scores every answer the gateway
+returns and publishes one ``Feedback`` per request on ``llm.feedback``, by a fixed, documented rule that prefers
+concise answers: 0.95 up to 32 generated tokens, then 0.0125 less per extra token (floor 0.1), zero for an error;
+plus small seeded noise.
 """
 
 from __future__ import annotations
@@ -14,21 +16,19 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-from aiokafka import AIOKafkaConsumer
+import openai
 
-from schemas.codec import DecodeError, decode, make_event
-from schemas.completions import Completion
-from schemas.envelope import utc_now
+from schemas.codec import make_event
 from schemas.feedback import Feedback
-from schemas.requests import InferenceRequest, Message
-from schemas.topics import COMPLETIONS, FEEDBACK, REQUESTS
-from services.kafka.config import aiokafka_consumer_kwargs
-from services.kafka.producer import EventProducer
-from services.settings import Settings
+from schemas.topics import FEEDBACK
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
 
 SOURCE = "llmops.demo"
+TENANT = "demo-tenant"
+"""The tenant of the demo's API key (the gateway takes the tenant from the key)."""
+SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and politely, in plain words."
 QUESTIONS = [
     "What is the capital of France?",
     "Name three primary colors.",
@@ -43,11 +43,11 @@ QUESTIONS = [
 ]
 
 
-def grade(completion: Completion, rng: random.Random) -> float:
+def grade(completion_tokens: int, failed: bool, rng: random.Random) -> float:
     """The grader's score in [0, 1] (see the module docstring)."""
-    if completion.error is not None or completion.finish_reason in ("error", "deadline"):
+    if failed:
         return 0.0
-    base = max(0.1, 0.95 - max(0, completion.completion_tokens - 32) * 0.0125)
+    base = max(0.1, 0.95 - max(0, completion_tokens - 32) * 0.0125)
     return min(1.0, max(0.0, base + rng.uniform(-0.05, 0.05)))
 
 
@@ -57,27 +57,32 @@ class TrafficStats:
     completed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     feedback: int = 0
+    first_answer_at: dict[str, float] = field(default_factory=dict)
+    """Monotonic time of each deployment's first answer."""
 
     def total_completed(self) -> int:
         return sum(self.completed.values())
 
 
 class TrafficDriver:
-    """Send requests at ``rate_per_s`` and grade completions, until ``stop()``."""
+    """Send requests at ``rate_per_s`` through the gateway and grade the answers, until ``stop()``."""
 
-    def __init__(self, settings: Settings, run_id: str, alias: str, *, rate_per_s: float, users: int = 40,
-                 tenant: str = "demo-tenant", max_in_flight: int = 40, seed: int = 7) -> None:
+    def __init__(self, settings: Settings, run_id: str, alias: str, *, base_url: str, api_key: str, rate_per_s: float,
+                 users: int = 40, max_in_flight: int = 24, deadline_s: float = 90.0, seed: int = 7) -> None:
         self.settings = settings
         self.run_id = run_id
         self.alias = alias
         self.rate_per_s = rate_per_s
         self.users = users
-        self.tenant = tenant
         self.max_in_flight = max_in_flight
+        self.deadline_s = deadline_s
         self.rng = random.Random(seed)
         self.stats = TrafficStats()
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0,
+                                         timeout=deadline_s + 30)
         self._stopping = asyncio.Event()
         self._producer = EventProducer(settings)
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     @property
     def prefix(self) -> str:
@@ -87,56 +92,51 @@ class TrafficDriver:
         self._stopping.set()
 
     async def run(self) -> None:
-        await asyncio.gather(self._send_requests(), self._grade_completions())
-
-    async def _send_requests(self) -> None:
+        """Send until stopped (a closed loop: at most ``max_in_flight`` requests wait for their answer)."""
         interval = 1.0 / self.rate_per_s
         next_at = time.monotonic()
         i = 0
-        while not self._stopping.is_set():
-            in_flight = self.stats.sent - self.stats.total_completed()
-            if in_flight < self.max_in_flight:  # a closed loop: never bury the replicas in a backlog
-                user = f"user-{self.rng.randrange(self.users)}"
-                request = InferenceRequest(
-                    request_id=f"{self.prefix}{i:06d}", tenant=self.tenant, application="demo-chat",
-                    model_alias=self.alias, messages=[Message(role="user", content=self.rng.choice(QUESTIONS))],
-                    user_id=user, deadline=utc_now() + timedelta(seconds=90),
-                )
-                self._producer.send(REQUESTS.name, make_event(request, source=SOURCE, tenant_id=self.tenant),
-                                    key=request.request_id)
-                await asyncio.to_thread(self._producer.flush)
-                self.stats.sent += 1
-                i += 1
-            next_at += interval
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-
-    async def _grade_completions(self) -> None:
-        consumer = AIOKafkaConsumer(COMPLETIONS.name, **aiokafka_consumer_kwargs(self.settings, f"llmops.demo.{self.run_id}"))
-        await consumer.start()
         try:
             while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=300)
-                graded = 0
-                for records in batches.values():
-                    for rec in records:
-                        try:
-                            completion = decode(rec.value, rec.headers, expect=Completion).payload
-                        except DecodeError:
-                            continue
-                        if not completion.request_id.startswith(self.prefix):
-                            continue
-                        self.stats.completed[completion.deployment_id] += 1
-                        if completion.error is not None:
-                            self.stats.errors[completion.deployment_id] += 1
-                        feedback = Feedback(request_id=completion.request_id, score=grade(completion, self.rng),
-                                            source="grader", label=completion.finish_reason)
-                        self._producer.send(FEEDBACK.name, make_event(feedback, source=SOURCE, tenant_id=self.tenant),
-                                            key=completion.request_id)
-                        graded += 1
-                if graded:
-                    await asyncio.to_thread(self._producer.flush)
-                    self.stats.feedback += graded
-                if batches:
-                    await consumer.commit()
+                if len(self._in_flight) < self.max_in_flight:
+                    task = asyncio.create_task(self._one(f"{self.prefix}{i:06d}"))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
+                    self.stats.sent += 1
+                    i += 1
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         finally:
-            await consumer.stop()
+            for task in list(self._in_flight):
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+            await self.client.close()
+
+    async def _one(self, request_id: str) -> None:
+        user = f"user-{self.rng.randrange(self.users)}"
+        question = self.rng.choice(QUESTIONS)
+        headers = {"x-request-id": request_id, "x-llmops-application": "demo-chat",
+                   "x-llmops-deadline-ms": str(int(self.deadline_s * 1000))}
+        try:
+            raw = await self.client.chat.completions.with_raw_response.create(
+                model=self.alias, user=user, extra_headers=headers,
+                messages=[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}],
+            )
+            answer = raw.parse()
+            deployment = raw.headers.get("x-llmops-deployment", "unknown")
+            tokens = answer.usage.completion_tokens if answer.usage else 0
+            failed = False
+        except openai.APIStatusError as exc:
+            deployment = exc.response.headers.get("x-llmops-deployment", "error")
+            tokens, failed = 0, True
+            self.stats.errors[deployment] += 1
+        except openai.APIConnectionError:
+            self.stats.errors["connection"] += 1
+            return  # the gateway never answered: nothing to grade
+        self.stats.completed[deployment] += 1
+        self.stats.first_answer_at.setdefault(deployment, time.monotonic())
+        feedback = Feedback(request_id=request_id, score=grade(tokens, failed, self.rng), source="grader",
+                            label="error" if failed else "answered")
+        self._producer.send(FEEDBACK.name, make_event(feedback, source=SOURCE, tenant_id=TENANT), key=request_id)
+        await asyncio.to_thread(self._producer.flush)
+        self.stats.feedback += 1

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
 from schemas.completions import Completion, CompletionChunk, CompletionError
 from schemas.requests import GenerationParams, InferenceRequest
-from services.inference.engine import EngineRequest, EngineResult, SamplingParams
-from services.inference.model_loader import LoadedModel
+from services.inference.engine_api import EngineRequest, EngineResult, SamplingParams
 from services.inference.spec import DeploymentSpec
 
 
@@ -58,14 +58,15 @@ def sampling_for(params: GenerationParams, spec: DeploymentSpec) -> SamplingPara
     )
 
 
-def render_prompt(req: InferenceRequest, loaded: LoadedModel) -> tuple[str, list[int]]:
-    """The prompt text (chat template applied when the tokenizer has one) and its token ids."""
+def render_prompt(req: InferenceRequest, tokenizer: Any) -> tuple[str, list[int]]:
+    """The prompt text (chat template applied when the tokenizer has one) and its token ids, for the engine whose
+    ``tokenizer`` (a Hugging Face tokenizer) this is."""
     if req.messages is None:
         raise ValueError(
             "prompt references (PromptRef) are not rendered by inference replicas; send 'messages'"
         )
     messages = [m.model_dump() for m in req.messages]
-    tok = loaded.tokenizer
+    tok = tokenizer
     if getattr(tok, "chat_template", None):
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         assert isinstance(text, str)
@@ -86,7 +87,7 @@ def conversation_text(req: InferenceRequest) -> str:
 
 
 def to_engine_request(
-    req: InferenceRequest, spec: DeploymentSpec, loaded: LoadedModel, *, arrival: float | None = None,
+    req: InferenceRequest, spec: DeploymentSpec, tokenizer: Any, *, arrival: float | None = None,
 ) -> tuple[EngineRequest, str] | Rejected:
     """The engine job and the conversation text (for ``prompt_text``), or the error completion explaining why not."""
     if req.deployment_id is not None and req.deployment_id != spec.deployment_id:
@@ -105,7 +106,7 @@ def to_engine_request(
     except (ValueError, ValidationError) as exc:
         return Rejected(error_completion(req, spec, "invalid_params", f"invalid generation parameters: {exc}"))
     try:
-        _, ids = render_prompt(req, loaded)
+        _, ids = render_prompt(req, tokenizer)
     except Exception as exc:  # noqa: BLE001 - a template error is the request's fault, not the replica's
         return Rejected(error_completion(req, spec, "invalid_params", f"cannot render the prompt: {exc}"))
     deadline = req.deadline.timestamp() if isinstance(req.deadline, datetime) else None
@@ -117,6 +118,7 @@ def to_engine_request(
 
 
 def _base(req: InferenceRequest, spec: DeploymentSpec) -> dict[str, object]:
+    """What every completion of ``req`` carries, success or error; routing weight and fallback are copied through."""
     return {
         "request_id": req.request_id,
         "tenant": req.tenant,
@@ -127,6 +129,8 @@ def _base(req: InferenceRequest, spec: DeploymentSpec) -> dict[str, object]:
         "model_version": spec.model_version,
         "prompt_id": req.prompt.prompt_id if req.prompt else None,
         "prompt_version": req.prompt.version if req.prompt else None,
+        "routing_weight": req.routing_weight,
+        "fallback": req.fallback,
     }
 
 
@@ -153,6 +157,7 @@ def completion_from_result(
         "queue_ms": result.queue_ms,
         "ttft_ms": result.ttft_ms,
         "total_ms": result.total_ms,
+        "cached_tokens": result.cached_tokens,
         "error": error,
     })
 

@@ -1,86 +1,70 @@
-"""The continuous-batching engine: an iteration-level scheduler over one causal LM with a per-sequence KV cache.
+"""The builtin continuous-batching engine: an iteration-level scheduler over one causal LM with a per-sequence KV
+cache; the CPU default behind :class:`services.inference.engine_api.InferenceEngine`.
 
 Every :meth:`Engine.step` (1) takes newly submitted requests into a waiting queue ordered by priority (higher
 first) then arrival, (2) drops requests whose deadline passed (error ``deadline_exceeded``), (3) admits waiting
 requests while the batch has room (``max_batch_size``) and the KV token budget allows (each admitted sequence
-reserves ``prompt + max_tokens`` tokens, so admitted work never has to be preempted), (4) prefills the newcomers
-(together, left-padded) and samples each one's first token, then (5) runs ONE batched decode step for every
-running sequence.
+reserves ``prompt + max_tokens`` tokens, so admitted work never has to be preempted; cached prefixes count in the
+budget too and are evicted, least recently used first, when admission needs room), (4) prefills the newcomers
+(together, left-padded; with prefix caching only the part of each prompt after its longest cached prefix, see
+:mod:`services.inference.prefix_cache`) and samples each one's first token, then (5) runs ONE batched forward for
+every running sequence: a plain decode step, or with speculative decoding the verification of each row's
+prompt-lookup drafts (:mod:`services.inference.speculation`), which commits 1 to ``k + 1`` tokens per row.
 
 The running sequences share a left-padded KV cache (one ``[batch, heads, time, dim]`` tensor pair per layer)
-with a 2-D attention mask and per-row position ids, so each row computes what it would compute alone (the
-same math; float results can differ in the last bits because matmul shapes differ, which the greedy-equality
-test bounds in practice).
-A row's cache is spliced in after its prefill and cut out (and the common left padding trimmed) when it finishes.
+with a 2-D attention mask and per-row position ids (real-token counts), so each row computes what it would
+compute alone (the same math; float results can differ in the last bits because matmul shapes differ, which
+the greedy-equality tests bound in practice). Rejected draft positions stay in the cache as masked holes until
+:func:`_right_align` packs the rows again. A row's cache is spliced in after its prefill and cut out (and the
+common left padding trimmed) when it finishes.
 
-Callbacks (``on_delta``, ``on_finish``) run on the engine's thread; :mod:`services.inference.replica` hands
-them to its asyncio loop with ``call_soon_threadsafe``.
+Liveness: a step that raises fails every request it holds (running and being admitted) with an ``internal``
+error, so each submitted request gets exactly one ``on_finish``; callbacks that raise are logged, never allowed
+to break a step; :meth:`Engine.check_health` reports a dead engine thread or repeated step failures.
+
+Callbacks (``on_delta``, ``on_finish``) run on the engine's thread; the replica hands them to its asyncio loop
+with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache
 
+from services.inference.engine_api import (
+    UNHEALTHY_AFTER_FAILED_STEPS,
+    DeltaCallback,
+    EngineRequest,
+    EngineResult,
+    EngineStats,
+    EngineUnhealthy,
+    ErrorKind,
+    FinishCallback,
+    FinishReason,
+    SamplingParams,
+    call_back,
+)
 from services.inference.model_loader import LoadedModel
+from services.inference.prefix_cache import PrefixCache
+from services.inference.speculation import PromptLookup, verify
 
-FinishReason = Literal["stop", "length", "eos", "error", "deadline"]
-ErrorKind = Literal["deadline_exceeded", "prompt_too_long", "invalid_params", "internal"]
+__all__ = ["Engine", "EngineLimits", "EngineRequest", "EngineResult", "SamplingParams"]
 
+log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """Per-request sampling. ``temperature == 0`` is greedy; ``seed`` makes sampling reproducible."""
+HOLE_SLACK = 16
+"""Masked positions per row tolerated in the batch cache before the rows are packed again."""
 
-    max_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass
-class EngineRequest:
-    """One generation job: already-tokenized prompt plus sampling and scheduling attributes."""
-
-    request_id: str
-    prompt_ids: list[int]
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    priority: int = 0
-    deadline: float | None = None
-    """Wall-clock (``time.time()``) instant after which the request is dropped with an error."""
-    arrival: float | None = None
-    """``time.monotonic()`` when the request arrived (e.g. was read from Kafka); default: at submit."""
-
-
-@dataclass
-class EngineResult:
-    """The outcome of one request, success or error, with its timings."""
-
-    request_id: str
-    text: str
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    token_ids: list[int]
-    queue_ms: float
-    ttft_ms: float | None
-    total_ms: float
-    error_kind: ErrorKind | None = None
-    error_message: str | None = None
-
-
-DeltaCallback = Callable[[str, int, str], None]
-"""(request_id, chunk index, text delta)."""
-FinishCallback = Callable[[EngineResult], None]
+KVList = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per layer, the keys and values of the batch cache ``[batch, heads, time, dim]``."""
 
 
 @dataclass(frozen=True)
@@ -107,17 +91,38 @@ class _Seq:
     """Real (non-padding) tokens of this sequence in the KV cache."""
     emitted: str = ""
     chunks: int = 0
+    finished: bool = False
+    cached_tokens: int = 0
+    lookup: PromptLookup | None = None
+    drafted: int = 0
+    accepted: int = 0
 
 
 class Engine:
-    """Continuous batching over one loaded model. ``submit`` is thread-safe; ``step`` runs on one thread."""
+    """Continuous batching over one loaded model. ``submit``/``abort``/``stats`` are thread-safe; ``step`` runs on
+    one thread (the engine's own after :meth:`start`, or the caller's in tests and benchmarks).
 
-    def __init__(self, loaded: LoadedModel, limits: EngineLimits | None = None) -> None:
+    ``speculative_tokens > 0`` turns on prompt-lookup speculative decoding with up to that many draft tokens per
+    row and step; ``prefix_caching`` reuses the KV cache of prompt prefixes in blocks of ``prefix_block_tokens``.
+    """
+
+    hole_slack = HOLE_SLACK
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        limits: EngineLimits | None = None,
+        *,
+        speculative_tokens: int = 0,
+        prefix_caching: bool = False,
+        prefix_block_tokens: int = 16,
+    ) -> None:
         self.loaded = loaded
         self.model = loaded.model
-        self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.limits = limits or EngineLimits()
+        self.speculative_tokens = speculative_tokens
+        self.prefix_cache = PrefixCache(prefix_block_tokens) if prefix_caching else None
         self._inbox: list[_Seq] = []
         self._cancels: list[tuple[set[str], threading.Event]] = []
         self._lock = threading.Lock()
@@ -125,12 +130,28 @@ class Engine:
         self._waiting: list[tuple[int, int, _Seq]] = []
         self._order = itertools.count()
         self._rows: list[_Seq] = []
-        self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._admitting: list[_Seq] = []
+        self._kv: KVList = []
         self._mask: torch.Tensor | None = None
         self._reserved = 0
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._failed_steps = 0
+        self._last_error: str | None = None
         self.steps = 0
+        self.forwards = 0
+        """Successful model forwards (prefills and decode/verify steps)."""
+        self.drafted = 0
+        self.accepted = 0
+        self.compactions = 0
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def max_context(self) -> int:
+        return self.loaded.max_context
 
     # ---- submission (any thread) -------------------------------------------------------------------------
 
@@ -147,10 +168,10 @@ class Engine:
             self._inbox.append(seq)
             self._wakeup.notify()
 
-    def cancel(self, request_ids: set[str], timeout_s: float = 30.0) -> bool:
+    def abort(self, request_ids: set[str], timeout_s: float = 30.0) -> bool:
         """Drop these requests (queued or running) without callbacks; blocks until the engine thread has done so.
 
-        After it returns, no callback for them runs any more. Without a running engine thread, call ``step``.
+        After it returns True, no callback for them runs any more. Without a running engine thread, call ``step``.
         """
         done = threading.Event()
         with self._wakeup:
@@ -167,16 +188,38 @@ class Engine:
     def num_unfinished(self) -> int:
         """Submitted requests that have not finished yet (inbox + waiting + running)."""
         with self._lock:
-            return len(self._inbox) + len(self._waiting) + len(self._rows)
+            return len(self._inbox) + len(self._waiting) + len(self._rows) + len(self._admitting)
 
     def has_work(self) -> bool:
         return self.num_unfinished() > 0
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            waiting = len(self._inbox) + len(self._waiting)
+        extra: dict[str, Any] = {"failed_steps": self._failed_steps}
+        if self.speculative_tokens:
+            extra.update(drafted=self.drafted, accepted=self.accepted, compactions=self.compactions,
+                         acceptance=self.accepted / self.drafted if self.drafted else None)
+        if self.prefix_cache is not None:
+            pc = self.prefix_cache
+            extra.update(prefix_lookups=pc.lookups, prefix_hits=pc.hits, prefix_hit_tokens=pc.hit_tokens,
+                         prefix_cached_tokens=pc.tokens, prefix_evicted_blocks=pc.evicted_blocks)
+        return EngineStats(
+            running=len(self._rows), waiting=waiting, kv_used_tokens=self._reserved + self._cached_tokens(),
+            kv_capacity_tokens=self.limits.token_budget, steps=self.steps, extra=extra,
+        )
+
+    def check_health(self) -> None:
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            raise EngineUnhealthy(f"the engine thread died: {self._last_error}")
+        if self._failed_steps >= UNHEALTHY_AFTER_FAILED_STEPS:
+            raise EngineUnhealthy(f"{self._failed_steps} engine steps failed in a row; last: {self._last_error}")
 
     # ---- the scheduler ------------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def step(self) -> bool:
-        """One iteration: intake, deadline drops, admission + prefill, one batched decode. False if idle."""
+        """One iteration: intake, deadline drops, admission + prefill, one batched forward. False if idle."""
         with self._lock:
             inbox, self._inbox = self._inbox, []
             cancels, self._cancels = self._cancels, []
@@ -185,11 +228,11 @@ class Engine:
         for ids, done in cancels:
             self._cancel(ids)
             done.set()
-        now_wall = time.time()
-        self._drop_expired(now_wall)
+        self._drop_expired(time.time())
         newcomers = self._admit()
         if newcomers:
             self._prefill(newcomers)
+            self._admitting = []
         if not self._rows:
             return bool(inbox or newcomers)
         self._decode()
@@ -240,6 +283,9 @@ class Engine:
                              f"the deadline passed after {len(s.generated)} generated tokens"))
             self._remove_rows(expired)
 
+    def _cached_tokens(self) -> int:
+        return self.prefix_cache.tokens if self.prefix_cache is not None else 0
+
     def _admit(self) -> list[_Seq]:
         admitted: list[_Seq] = []
         prefill = 0
@@ -249,32 +295,52 @@ class Engine:
             if len(self._rows) + len(admitted) >= self.limits.max_batch_size:
                 break
             idle = not self._rows and not admitted
-            if not idle and (
-                self._reserved + seq.reserve > self.limits.token_budget
-                or prefill + n > self.limits.prefill_tokens_per_step
-            ):
+            over = self._reserved + self._cached_tokens() + seq.reserve - self.limits.token_budget
+            if over > 0 and self.prefix_cache is not None:
+                over -= self.prefix_cache.evict(over)
+            if not idle and (over > 0 or prefill + n > self.limits.prefill_tokens_per_step):
                 break  # strict priority order: never skip the head for a smaller request behind it
             heapq.heappop(self._waiting)
             seq.admitted_at = time.monotonic()
             self._reserved += seq.reserve
             prefill += n
             admitted.append(seq)
+        self._admitting = admitted
         return admitted
 
     def _prefill(self, seqs: list[_Seq]) -> None:
-        """Prefill the newcomers together (left-padded), sample each one's first token, splice in the survivors."""
-        lens = [len(s.req.prompt_ids) for s in seqs]
-        width = max(lens)
+        """Prefill the newcomers together (left-padded; after their cached prefixes, if any), sample each one's
+        first token, splice in the survivors."""
+        pc = self.prefix_cache
+        matches = [pc.match(s.req.prompt_ids) for s in seqs] if pc is not None else []
+        cached = [m.tokens for m in matches] if matches else [0] * len(seqs)
+        lens = [len(s.req.prompt_ids) - c for s, c in zip(seqs, cached, strict=True)]
+        width, pwidth = max(lens), max(cached)
         ids = torch.zeros((len(seqs), width), dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        mask = torch.zeros((len(seqs), pwidth + width), dtype=torch.long)
         for i, s in enumerate(seqs):
-            ids[i, width - lens[i]:] = torch.tensor(s.req.prompt_ids, dtype=torch.long)
-            mask[i, width - lens[i]:] = 1
+            ids[i, width - lens[i]:] = torch.tensor(s.req.prompt_ids[cached[i]:], dtype=torch.long)
+            mask[i, pwidth - cached[i]:pwidth] = 1
+            mask[i, pwidth + width - lens[i]:] = 1
+            s.cached_tokens = cached[i]
         ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        offsets = torch.tensor(cached, dtype=torch.long, device=self.device).unsqueeze(1)
+        pos = (mask[:, pwidth:].cumsum(-1) - 1).clamp(min=0) + offsets
         cache = DynamicCache()
+        if pwidth and pc is not None:
+            prefixes = [pc.gather(m) if m.tokens else None for m in matches]
+            cache = _cache_of(_stack_prefixes(prefixes, pwidth, self._kv_shape_like(prefixes)))
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
+        self.forwards += 1
+        kv = _kv_of(cache)
+        if pwidth:
+            kv, mask = _right_align(kv, mask)  # close the gap between each cached prefix and its new part
+        full = [len(s.req.prompt_ids) for s in seqs]
+        if pc is not None:
+            t = mask.shape[1]
+            for i, s in enumerate(seqs):
+                pc.insert(s.req.prompt_ids, [(k[i, :, t - full[i]:], v[i, :, t - full[i]:]) for k, v in kv])
         for seq in seqs:
             sp = seq.req.sampling
             if sp.temperature > 0:
@@ -283,25 +349,40 @@ class Engine:
                     seq.generator.manual_seed(sp.seed)
                 else:
                     seq.generator.seed()
+            if self.speculative_tokens:
+                seq.lookup = PromptLookup(seq.req.prompt_ids)
         tokens = self._sample(out.logits[:, -1, :], seqs)
         now = time.monotonic()
         keep: list[int] = []
         for i, (seq, token) in enumerate(zip(seqs, tokens, strict=True)):
             seq.first_token_at = now
-            seq.cache_len = lens[i]
+            seq.cache_len = full[i]
             if self._accept_token(seq, token):
                 self._reserved -= seq.reserve
             else:
                 keep.append(i)
+        self._fit_prefix_cache()
         if not keep:
             return
-        lead = min(width - lens[i] for i in keep)
         idx = torch.tensor(keep, dtype=torch.long, device=self.device)
-        kv = [(layer.keys.index_select(0, idx)[:, :, lead:, :], layer.values.index_select(0, idx)[:, :, lead:, :])
-              for layer in cache.layers]
-        self._splice_in([seqs[i] for i in keep], kv, mask.index_select(0, idx)[:, lead:])
+        kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in kv]
+        sub = mask.index_select(0, idx)
+        lead = int(_leading_pad(sub).min())
+        self._splice_in([seqs[i] for i in keep], [(k[:, :, lead:], v[:, :, lead:]) for k, v in kv], sub[:, lead:])
 
-    def _splice_in(self, seqs: list[_Seq], kv: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor) -> None:
+    def _kv_shape_like(self, prefixes: list[KVList | None]) -> tuple[int, int, int]:
+        """(layers, heads, dim) of the model's KV cache, read from any gathered prefix."""
+        sample = next(p for p in prefixes if p is not None)
+        return len(sample), sample[0][0].shape[0], sample[0][0].shape[-1]
+
+    def _fit_prefix_cache(self) -> None:
+        """Keep cached prefixes within what the token budget leaves after the running sequences' reservations."""
+        if self.prefix_cache is not None:
+            over = self._reserved + self.prefix_cache.tokens - self.limits.token_budget
+            if over > 0:
+                self.prefix_cache.evict(over)
+
+    def _splice_in(self, seqs: list[_Seq], kv: KVList, mask: torch.Tensor) -> None:
         if not self._rows:
             self._kv, self._mask = kv, mask
         else:
@@ -325,32 +406,77 @@ class Engine:
             self._kv, self._mask = [], None
             return
         assert self._mask is not None
-        t = self._mask.shape[1]
-        lead = min(t - s.cache_len for s in self._rows)
         idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        mask = self._mask.index_select(0, idx)
+        lead = int(_leading_pad(mask).min())
         self._kv = [(k.index_select(0, idx)[:, :, lead:, :], v.index_select(0, idx)[:, :, lead:, :])
                     for k, v in self._kv]
-        self._mask = self._mask.index_select(0, idx)[:, lead:]
+        self._mask = mask[:, lead:]
+
+    def _drafts(self, seq: _Seq) -> list[int]:
+        if seq.lookup is None:
+            return []
+        room = min(self.speculative_tokens, seq.req.sampling.max_tokens - len(seq.generated) - 1,
+                   self.loaded.max_context - seq.cache_len - 2)
+        return seq.lookup.propose(room) if room > 0 else []
 
     def _decode(self) -> None:
+        """One batched forward over every running row: its pending token plus its drafts (if speculating)."""
         assert self._mask is not None
         rows = self._rows
-        ids = torch.tensor([[s.pending] for s in rows], dtype=torch.long, device=self.device)
-        pos = torch.tensor([[s.cache_len] for s in rows], dtype=torch.long, device=self.device)
-        mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long, device=self.device)], 1)
+        drafts = [self._drafts(s) for s in rows] if self.speculative_tokens else [[] for _ in rows]
+        width = 1 + max(len(d) for d in drafts)
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        step_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (s, d) in enumerate(zip(rows, drafts, strict=True)):
+            assert s.pending is not None
+            ids[i, :1 + len(d)] = torch.tensor([s.pending, *d], dtype=torch.long)
+            step_mask[i, :1 + len(d)] = 1
+        ids, step_mask = ids.to(self.device), step_mask.to(self.device)
+        base = torch.tensor([[s.cache_len] for s in rows], dtype=torch.long, device=self.device)
+        pos = base + torch.arange(width, device=self.device).unsqueeze(0)
+        mask = torch.cat([self._mask, step_mask], 1)
         cache = _cache_of(self._kv)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                         use_cache=True)
-        self._kv = [(layer.keys, layer.values) for layer in cache.layers]
-        self._mask = mask
-        tokens = self._sample(out.logits[:, -1, :], rows)
-        finished = []
-        for i, (seq, tok) in enumerate(zip(rows, tokens, strict=True)):
-            seq.cache_len += 1
-            if self._accept_token(seq, tok):
-                finished.append(i)
+                         use_cache=True, logits_to_keep=width)
+        self.forwards += 1
+        kv = _kv_of(cache)
+        logits = out.logits.float()
+        finished: list[int] = []
+        kept_per_row: list[int] = []
+        for i, (seq, d) in enumerate(zip(rows, drafts, strict=True)):
+            kept, token = self._verify(seq, logits[i, :1 + len(d)], d)
+            seq.drafted += len(d)
+            seq.accepted += kept
+            self.drafted += len(d)
+            self.accepted += kept
+            kept_per_row.append(kept)
+            start = seq.cache_len
+            for j, tok in enumerate([*d[:kept], token]):
+                seq.cache_len = start + 1 + j
+                if self._accept_token(seq, tok):
+                    finished.append(i)
+                    break
+        t = self._mask.shape[1]
+        keep_width = 1 + max(kept_per_row)
+        for i, kept in enumerate(kept_per_row):
+            mask[i, t + 1 + kept:] = 0  # rejected drafts (and padding) become masked holes
+        self._kv = [(k[:, :, :t + keep_width], v[:, :, :t + keep_width]) for k, v in kv]
+        self._mask = mask[:, :t + keep_width]
         if finished:
             self._remove_rows(finished)
+        if self._rows and self._mask is not None:
+            longest = max(s.cache_len for s in self._rows)
+            if self._mask.shape[1] - longest > self.hole_slack:
+                self._kv, self._mask = _right_align(self._kv, self._mask)
+                self.compactions += 1
+
+    def _verify(self, seq: _Seq, logits: torch.Tensor, drafts: list[int]) -> tuple[int, int]:
+        """(drafts kept, the model's next token) for one row; without drafts, just its sampled next token."""
+        sp = seq.req.sampling
+        if sp.temperature <= 0:
+            return verify(logits, drafts, greedy=True)
+        return verify(_probs(logits, sp), drafts, greedy=False, generator=seq.generator)
 
     def _sample(self, logits: torch.Tensor, seqs: list[_Seq]) -> list[int]:
         logits = logits.float()
@@ -361,14 +487,7 @@ class Engine:
             if sp.temperature <= 0:
                 out.append(int(greedy[i]))
                 continue
-            probs = torch.softmax(logits[i] / sp.temperature, dim=-1)
-            if sp.top_p < 1.0:
-                sorted_p, order = probs.sort(descending=True)
-                cum = sorted_p.cumsum(-1)
-                cut = (cum - sorted_p) >= sp.top_p  # keep the smallest prefix whose mass reaches top_p
-                sorted_p[cut] = 0.0
-                probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-            out.append(int(torch.multinomial(probs, 1, generator=seq.generator).item()))
+            out.append(int(torch.multinomial(_probs(logits[i], sp), 1, generator=seq.generator).item()))
         return out
 
     # ---- per-token bookkeeping, streaming and finishing ------------------------------------------------
@@ -376,6 +495,8 @@ class Engine:
     def _accept_token(self, seq: _Seq, token: int) -> bool:
         """Record a sampled token, stream any safe text; True if the sequence finished."""
         seq.generated.append(token)
+        if seq.lookup is not None:
+            seq.lookup.extend([token])
         sp = seq.req.sampling
         if token in self.loaded.eos_token_ids:
             self._finish(seq, "eos", drop_last=True)
@@ -391,7 +512,7 @@ class Engine:
             return True
         seq.pending = token
         safe = len(text)
-        if text.endswith("\ufffd"):
+        if text.endswith("\\ufffd"):
             safe -= 1  # an incomplete UTF-8 sequence; wait for the next token
         for s in sp.stop:  # hold back a suffix that could become a stop string
             for k in range(min(len(s) - 1, safe), 0, -1):
@@ -406,7 +527,7 @@ class Engine:
             delta = upto[len(seq.emitted):]
             seq.emitted = upto
             if seq.on_delta is not None:
-                seq.on_delta(seq.req.request_id, seq.chunks, delta)
+                call_back(seq.on_delta, seq.req.request_id, seq.chunks, delta)
             seq.chunks += 1
 
     def _finish(
@@ -418,6 +539,9 @@ class Engine:
         drop_last: bool = False,
         error: tuple[ErrorKind, str] | None = None,
     ) -> None:
+        if seq.finished:
+            return
+        seq.finished = True
         if text is None:
             ids = seq.generated[:-1] if drop_last else seq.generated
             text = self.tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
@@ -439,9 +563,12 @@ class Engine:
             total_ms=(now - seq.arrival) * 1000.0,
             error_kind=error[0] if error else None,
             error_message=error[1] if error else None,
+            cached_tokens=seq.cached_tokens,
+            draft_tokens=seq.drafted,
+            accepted_tokens=seq.accepted,
         )
         if seq.on_finish is not None:
-            seq.on_finish(result)
+            call_back(seq.on_finish, result)
 
     def _fail(self, seq: _Seq, kind: ErrorKind, message: str, reason: FinishReason = "error") -> None:
         self._finish(seq, reason, text="", error=(kind, message))
@@ -457,21 +584,40 @@ class Engine:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stopping:
-            try:
-                busy = self.step()
-            except Exception as exc:  # noqa: BLE001 - fail every running request, keep serving
-                self._fail_all(f"engine step failed: {type(exc).__name__}: {exc}")
-                busy = False
-            if not busy:
-                with self._wakeup:
-                    if not self._inbox and not self._cancels and not self._stopping:
-                        self._wakeup.wait(timeout=0.05)
+        try:
+            while not self._stopping:
+                busy = self.run_step()
+                if not busy:
+                    with self._wakeup:
+                        if not self._inbox and not self._cancels and not self._stopping:
+                            self._wakeup.wait(timeout=0.05)
+        except BaseException as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("the engine thread died")
+            raise
+
+    def run_step(self) -> bool:
+        """``step``, except that a failing step fails every request it held (each gets its ``on_finish``) and
+        counts towards :meth:`check_health` until a model forward succeeds again; the engine keeps serving."""
+        forwards = self.forwards
+        try:
+            busy = self.step()
+        except Exception as exc:  # fail what the step held, keep serving
+            self._failed_steps += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("engine step failed (%d in a row)", self._failed_steps)
+            self._fail_all(f"engine step failed: {self._last_error}")
+            return False
+        if self.forwards > forwards:
+            self._failed_steps = 0
+        return busy
 
     def _fail_all(self, message: str) -> None:
-        rows, self._rows = self._rows, []
+        """Fail every running and being-admitted request (each exactly once) and reset the batch cache."""
+        held = self._rows + self._admitting
+        self._rows, self._admitting = [], []
         self._kv, self._mask, self._reserved = [], None, 0
-        for seq in rows:
+        for seq in held:
             self._finish(seq, "error", text=seq.emitted, error=("internal", message))
 
     def stop(self) -> list[str]:
@@ -486,17 +632,82 @@ class Engine:
             abandoned = [s.req.request_id for s in self._inbox]
             self._inbox = []
         abandoned += [item[2].req.request_id for item in self._waiting] + [s.req.request_id for s in self._rows]
-        self._waiting, self._rows, self._kv, self._mask, self._reserved = [], [], [], None, 0
+        abandoned += [s.req.request_id for s in self._admitting if not s.finished]
+        self._waiting, self._rows, self._admitting, self._kv, self._mask, self._reserved = [], [], [], [], None, 0
         return abandoned
 
 
-def _cache_of(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    """A DynamicCache holding these tensors as they are (no copy; the forward appends one step to each)."""
+def _probs(logits: torch.Tensor, sp: SamplingParams) -> torch.Tensor:
+    """The sampling distribution of one row: temperature, then top-p (renormalized)."""
+    probs = torch.softmax(logits.float() / sp.temperature, dim=-1)
+    if sp.top_p < 1.0:
+        sorted_p, order = probs.sort(descending=True, dim=-1)
+        cut = (sorted_p.cumsum(-1) - sorted_p) >= sp.top_p  # keep the smallest prefix whose mass reaches top_p
+        sorted_p = sorted_p.masked_fill(cut, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return probs
+
+
+def _leading_pad(mask: torch.Tensor) -> torch.Tensor:
+    """Per row, how many masked positions precede its first real one."""
+    return (mask.cumsum(1) == 0).sum(1)
+
+
+def _right_align(
+    kv: KVList, mask: torch.Tensor,
+) -> tuple[KVList, torch.Tensor]:
+    """Pack each row's real positions (in order) to the right end, dropping holes: width = longest row."""
+    counts = mask.sum(1)
+    width = int(counts.max())
+    order = torch.argsort(mask, dim=1, stable=True)[:, -width:]  # masked positions first, then real ones in order
+    new_mask = torch.gather(mask, 1, order)
+    real = new_mask.bool()[:, None, :, None]
+    out = []
+    for k, v in kv:
+        idx = order[:, None, :, None].expand(k.shape[0], k.shape[1], width, k.shape[3])
+        out.append((torch.where(real, torch.gather(k, 2, idx), 0.0).to(k.dtype),
+                    torch.where(real, torch.gather(v, 2, idx), 0.0).to(v.dtype)))
+    return out, new_mask
+
+
+def _stack_prefixes(
+    prefixes: list[KVList | None], width: int, shape: tuple[int, int, int],
+) -> KVList:
+    """Batch per-row cached prefixes (``[heads, t, dim]`` per layer, or None) left-padded to ``width``."""
+    layers, heads, dim = shape
+    sample = next(p for p in prefixes if p is not None)[0][0]
+    out = []
+    for layer in range(layers):
+        ks = torch.zeros((len(prefixes), heads, width, dim), dtype=sample.dtype, device=sample.device)
+        vs = torch.zeros_like(ks)
+        for i, p in enumerate(prefixes):
+            if p is not None:
+                t = p[layer][0].shape[1]
+                ks[i, :, width - t:] = p[layer][0]
+                vs[i, :, width - t:] = p[layer][1]
+        out.append((ks, vs))
+    return out
+
+
+def _cache_of(kv: KVList) -> DynamicCache:
+    """A DynamicCache holding these tensors as they are (no copy; the forward appends to each)."""
     cache = DynamicCache(ddp_cache_data=[(None, None)] * len(kv))
     for layer, (k, v) in zip(cache.layers, kv, strict=True):
         layer.lazy_initialization(k, v)
-        layer.keys, layer.values = k, v
+        layer.keys, layer.values = k, v  # type: ignore[union-attr]  # full-attention layers only (Llama-style)
     return cache
+
+
+def _kv_of(cache: DynamicCache) -> KVList:
+    """The per-layer key and value tensors of a cache after a forward."""
+    out: KVList = []
+    for layer in cache.layers:
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+            raise TypeError(f"the builtin engine needs full-attention KV layers, got {type(layer).__name__}")
+        out.append((keys, values))
+    return out
 
 
 def _lpad(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from services.core.settings import Settings
 from services.infra.process import InfraError, ManagedProcess, port_is_free
-from services.settings import Settings
 
 
 def tansu_binary() -> Path:
@@ -60,7 +60,7 @@ class LocalBroker:
     def healthy(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        from services.kafka.config import confluent_admin_config
+        from services.core.kafka.config import confluent_admin_config
 
         try:
             AdminClient(confluent_admin_config(self.settings)).list_topics(timeout=1.0)

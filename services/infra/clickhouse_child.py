@@ -21,7 +21,9 @@ def main() -> int:
     data_path = sys.argv[1]
     print(f"clickhouse: serving data at {data_path}", flush=True)
     try:
-        chdb_engine.query(f"SYSTEM START LISTEN QUERIES ALL; {SERVE_QUERY}", "TabSeparated", path=data_path)
+        chdb_engine.query(  # type: ignore[attr-defined]  # chdb's compiled module carries no type information for query()
+            f"SYSTEM START LISTEN QUERIES ALL; {SERVE_QUERY}", "TabSeparated", path=data_path
+        )
     except Exception as exc:  # noqa: BLE001 - a KILL QUERY ends the serving query with an exception
         if "QUERY_WAS_CANCELLED" not in str(exc) and "cancelled" not in str(exc).lower():
             print(f"clickhouse: stopped with error: {exc}", flush=True)

@@ -12,18 +12,21 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from services.core.clickhouse.access import load_analysts, local_users_xml, tenant_scope_from_migrations
+from services.core.settings import Settings
 from services.infra import clickhouse_child
 from services.infra.process import InfraError, ManagedProcess, port_is_free
-from services.settings import Settings
 
 CONFIG_TEMPLATE = """<clickhouse>
   <listen_host>{host}</listen_host>
   <http_port>{http_port}</http_port>
   <tcp_port>{tcp_port}</tcp_port>
   <keep_alive_timeout>1</keep_alive_timeout>
-  <logger><level>warning</level><console>1</console></logger>
+  <logger><level>warning</level><console>1</console></logger>{users}
 </clickhouse>
 """
+USERS = "\n  <user_directories><users_xml><path>users.xml</path></users_xml></user_directories>"
+"""With declared analysts: users.xml (written next to config.xml) defines the users; it is read once at start."""
 
 
 class LocalClickHouse:
@@ -42,12 +45,17 @@ class LocalClickHouse:
 
     def write_config(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
+        analysts = load_analysts(self.settings)
+        if analysts:  # this server has no SQL access management: analysts are XML users (services/core/clickhouse/access.py)
+            scope = tenant_scope_from_migrations(self.settings)
+            (self.home / "users.xml").write_text(local_users_xml(self.settings, analysts, scope))
         config = self.home / "config.xml"
         config.write_text(
             CONFIG_TEMPLATE.format(
                 host=self.settings.clickhouse_host,
                 http_port=self.settings.clickhouse_http_port,
                 tcp_port=self.settings.clickhouse_tcp_port,
+                users=USERS if analysts else "",
             )
         )
         return config
@@ -71,8 +79,8 @@ class LocalClickHouse:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.http_url}/ping", timeout=1.0) as resp:  # noqa: S310 - loopback
-                return resp.status == 200
+            with urllib.request.urlopen(f"{self.http_url}/ping", timeout=1.0) as resp:
+                return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
@@ -80,7 +88,7 @@ class LocalClickHouse:
         pattern = clickhouse_child.SERVE_QUERY.split(" FROM ")[0]
         sql = f"KILL QUERY WHERE query LIKE '{pattern}%' SYNC"
         req = urllib.request.Request(self.http_url, data=sql.encode(), method="POST")
-        with urllib.request.urlopen(req, timeout=5.0):  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=5.0):
             pass
 
     def stop(self) -> bool:

@@ -6,6 +6,7 @@ unrelated process that reused the PID after ours died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -95,7 +96,7 @@ class ManagedProcess:
     def start(self, argv: list[str], *, cwd: Path, env: dict[str, str] | None = None) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - argv is built by us
+        proc = subprocess.Popen(
             argv,
             cwd=cwd,
             env={**os.environ, **(env or {})},
@@ -131,10 +132,8 @@ class ManagedProcess:
         if pid is None:
             return False
         if graceful is not None:
-            try:
+            with contextlib.suppress(Exception):  # any failure: fall through to signals
                 graceful()
-            except Exception:  # noqa: BLE001 - fall through to signals
-                pass
             if self._wait_gone(pid, timeout_s / 2):
                 self.pid_file.unlink(missing_ok=True)
                 return True
@@ -151,10 +150,8 @@ class ManagedProcess:
     def _wait_gone(self, pid: int, timeout_s: float) -> bool:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)  # reap if it is our child
-            except ChildProcessError:
-                pass
             if _proc_start_time(pid) is None or _is_zombie(pid):
                 return True
             time.sleep(0.05)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.core.settings import Settings
 from services.infra.broker import LocalBroker
 from services.infra.clickhouse_server import LocalClickHouse
 from services.infra.process import InfraError
-from services.settings import Settings
 
 
 @dataclass
@@ -83,7 +83,7 @@ class LocalStack:
 def _external_broker_ok(settings: Settings) -> bool:
     from confluent_kafka.admin import AdminClient
 
-    from services.kafka.config import confluent_admin_config
+    from services.core.kafka.config import confluent_admin_config
 
     try:
         AdminClient(confluent_admin_config(settings)).list_topics(timeout=3.0)
@@ -93,7 +93,7 @@ def _external_broker_ok(settings: Settings) -> bool:
 
 
 def _external_clickhouse_ok(settings: Settings) -> bool:
-    from services.clickhouse.client import connect
+    from services.core.clickhouse.client import connect
 
     try:
         connect(settings, database=None).command("SELECT 1")

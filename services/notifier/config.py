@@ -1,8 +1,9 @@
 """Notifier configuration: which webhooks get which alerts, the retry policy and the consumer group.
 
-Loaded from YAML by :func:`load_notifier_config` (example: ``deploy/notifier.yaml``). A webhook's HMAC
-secret is given either inline (``secret``) or by naming an environment variable (``secret_env``); the
-loader is the only place that reads that variable, so secrets need not live in the file.
+Loaded from YAML by :func:`load_notifier_config` (annotated example shipped as
+``services/notifier/notifier.yaml``). A webhook's HMAC secret is given either inline (``secret``) or by
+naming an environment variable (``secret_env``); the loader is the only place that reads that variable,
+so secrets need not live in the file.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class RetryPolicy(BaseModel):
 
     def backoff_s(self, retry: int) -> float:
         """The un-jittered delay before retry number ``retry`` (1 = the second attempt)."""
-        return min(self.max_backoff_s, self.base_backoff_s * 2 ** (retry - 1))
+        return min(self.max_backoff_s, self.base_backoff_s * 2.0 ** (retry - 1))
 
     def worst_case_s(self) -> float:
         """The longest one delivery can take: every attempt times out and every wait is at its cap."""
@@ -94,7 +95,7 @@ class NotifierConfig(BaseModel):
     console: bool = Field(default=False, description="Print one line per alert to the console.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     group_id: str = Field(default="llmops.notifier", min_length=1, max_length=200)
-    batch_size: int = Field(default=50, ge=1, le=1000, description="Most alerts taken per poll.")
+    batch_size: int = Field(default=50, ge=1, le=1000, description="Most alerts being handled at once.")
     max_in_flight: int = Field(default=16, ge=1, le=1000, description="Most webhook deliveries running at once.")
     dedup_cache_size: int = Field(default=10_000, ge=1, description="Recently delivered (webhook, key) pairs kept.")
     max_age_s: float | None = Field(
@@ -159,7 +160,7 @@ def parse_notifier_config(text: str, environ: Mapping[str, str] | None = None) -
 
 
 def load_notifier_config(path: Path, environ: Mapping[str, str] | None = None) -> NotifierConfig:
-    """Read and validate a notifier YAML file (see ``deploy/notifier.yaml``)."""
+    """Read and validate a notifier YAML file (see ``services/notifier/notifier.yaml``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

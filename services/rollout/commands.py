@@ -17,13 +17,12 @@ from pydantic import BaseModel
 
 from schemas.codec import DecodeError, decode, encode, make_event
 from schemas.rollout_specs import RolloutSpecRecord
-from schemas.rollouts import RolloutEvent
-from services.kafka.config import aiokafka_producer_kwargs
-from services.rollout.decision import INSUFFICIENT, abort_event, start_event
-from services.rollout.gates import INCONCLUSIVE, fmt
+from schemas.rollouts import GateResult, RolloutEvent
+from services.core.kafka.config import aiokafka_producer_kwargs
+from services.core.settings import Settings
+from services.rollout.decision import abort_event, fmt, start_event
 from services.rollout.spec import RolloutSpec
 from services.rollout.topics import RolloutTopics, ensure_rollout_topics, read_to_end
-from services.settings import Settings
 
 SOURCE = "llmops.cli"
 ACTIVE = ("start", "step_up", "hold")
@@ -104,7 +103,7 @@ async def start_rollout(
     Refuses (:class:`RolloutError`) while the alias has an active rollout, and when the alias's traffic is
     served by another deployment than the spec's stable (e.g. after a promotion).
 
-    ``started_at`` (default now) is the origin of the analysis intervals, in window event time.
+    ``started_at`` (default now), in window event time: windows that start earlier are not judged.
     """
     topics = topics or RolloutTopics()
     latest, _ = await _state(settings, topics)
@@ -128,21 +127,25 @@ async def start_rollout(
     record = RolloutSpecRecord(rollout_id=rollout_id, started_at=started_at, spec=spec)
     spec_value, spec_headers = encode(make_event(record, source=SOURCE, tenant_id="_system", occurred_at=started_at))
     value, headers = encode(make_event(event, source=SOURCE, tenant_id="_system", occurred_at=started_at))
-    await _publish(settings, [(topics.specs, spec_value, spec_headers, spec.alias), (topics.rollouts, value, headers, spec.alias)])
+    await _publish(settings, [(topics.specs, spec_value, spec_headers, spec.alias),
+                              (topics.rollouts, value, headers, spec.alias)])
     return event
 
 
 async def abort_rollout(
     settings: Settings, alias: str, *, reason: str = "aborted by operator", topics: RolloutTopics | None = None,
+    ended_too: bool = False,
 ) -> RolloutEvent:
-    """Send the alias's traffic back to stable (action 'abort'). Refuses when no rollout of the alias is active."""
+    """Send the alias's traffic back to stable (action 'abort'). Refuses when no rollout of the alias is active,
+    unless ``ended_too``: then the latest rollout's stable takes all traffic whatever its outcome (a promoted canary
+    goes back; for a scenario that starts again from the same stable, such as the demo)."""
     topics = topics or RolloutTopics()
     latest, _ = await _state(settings, topics)
     current = latest.get(alias)
     if current is None:
         known = ", ".join(sorted(latest)) or "none"
         raise RolloutError(f"no rollout for alias {alias!r} (aliases with rollouts: {known})")
-    if current.event.action not in ACTIVE:
+    if current.event.action not in ACTIVE and not ended_too:
         raise RolloutError(f"rollout {current.event.rollout_id} of {alias!r} is not active (last action: {current.event.action})")
     event = abort_event(current.event, f"abort: {reason}")
     value, headers = encode(make_event(event, source=SOURCE, tenant_id="_system"))
@@ -170,16 +173,24 @@ async def rollout_status(
     return out
 
 
-def _gate_verdict(passed: bool, detail: str) -> str:
-    if passed:
-        return "pass"
-    if detail.startswith(INSUFFICIENT):
-        return "n/a (insufficient)"
-    return "inconclusive" if detail.startswith(INCONCLUSIVE) else "FAIL"
+def _gate_verdict(g: GateResult) -> str:
+    if g.status is not None:
+        return {"rollback": "ROLLBACK", "within_margin": "within margin", "pending": "pending",
+                "no_data": "no data"}[g.status]
+    return "pass" if g.passed else "FAIL"  # an event of the interval-based judge
+
+
+def _evidence(g: GateResult) -> str:
+    """The e-value against its boundary (count gates), or the bounds of how much worse the canary is."""
+    if g.e_value is not None and g.e_threshold is not None:
+        return f"e={fmt(g.e_value)} / {fmt(g.e_threshold)}"
+    if g.worse_low is not None or g.worse_high is not None:
+        return f"[{fmt(g.worse_low)}, {fmt(g.worse_high)}]"
+    return "-"
 
 
 def format_status(statuses: list[RolloutStatus]) -> str:
-    """A readable table per alias: state, step, weights, and each gate's observed value against its threshold."""
+    """A readable table per alias: state, step, weights, and each gate's values, e-value or bounds, and margin."""
     if not statuses:
         return "no rollouts"
     blocks = []
@@ -193,15 +204,23 @@ def format_status(statuses: list[RolloutStatus]) -> str:
             f"  weights   {weights}",
             f"  reason    {st.reason}",
         ]
-        if st.decision is not None and st.decision.gates:
+        d = st.decision
+        if d is not None and d.gates:
             when = f"{st.decided_at:%Y-%m-%d %H:%M:%S}" if st.decided_at else "?"
-            lines.append(f"  gates (decision '{st.decision.action}', interval ending {when} UTC):")
-            rows = [("gate", "observed", "threshold", "canary n", "stable n", "result")]
-            rows += [(g.gate, fmt(g.observed), fmt(g.threshold), str(g.canary_samples), str(g.stable_samples),
-                      _gate_verdict(g.passed, g.detail)) for g in st.decision.gates]
+            into = f", {d.step_seconds:.0f}s into the step" if d.step_seconds is not None else ""
+            sides = (f", canary n={d.canary_requests}, stable n={d.stable_requests}"
+                     if d.canary_requests is not None and d.stable_requests is not None else "")
+            lines.append(f"  gates (decision '{d.action}' at {when} UTC{into}{sides}):")
+            lines.append("    e = the rollback test's e-value / the value that rolls back; [low, high] = how much worse the "
+                         "canary is (rollback above 'rolls back', promotion needs high <= margin)")
+            rows = [("gate", "canary", "stable", "e-value or bounds", "rolls back", "margin", "n canary", "n stable",
+                     "status")]
+            rows += [(g.gate, fmt(g.canary_value) if g.status else fmt(g.observed), fmt(g.stable_value),
+                      _evidence(g), fmt(g.threshold), fmt(g.margin), str(g.canary_samples), str(g.stable_samples),
+                      _gate_verdict(g)) for g in d.gates]
             widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
             for r in rows:
-                cells = [c.ljust(w) if i in (0, 5) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+                cells = [c.ljust(w) if i in (0, 8) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
                 lines.append(("    " + "  ".join(cells)).rstrip())
         else:
             lines.append("  gates     no decision yet")

@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from schemas.aggregates import DeploymentWindow
-from schemas.alerts import Alert
-from schemas.deadletter import DeadLetter
-from schemas.rollout_specs import RolloutSpecRecord
-from schemas.rollouts import RolloutEvent
 from schemas.topics import ALERTS, DEADLETTER, DEPLOYMENT_WINDOWS, ROLLOUT_SPECS, ROLLOUTS, TopicSpec
-from services.kafka.admin import ensure_topics
-from services.kafka.config import aiokafka_consumer_kwargs
-from services.kafka.from_beginning import assign_from_beginning, caught_up
-from services.settings import Settings
+from services.core.kafka.admin import ensure_topics
+from services.core.kafka.config import aiokafka_consumer_kwargs
+from services.core.kafka.from_beginning import assign_from_beginning, caught_up
+from services.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -31,14 +26,15 @@ class RolloutTopics:
     alerts: str = ALERTS.name
     deadletter: str = DEADLETTER.name
 
-    def specs_for_creation(self, windows_partitions: int = DEPLOYMENT_WINDOWS.partitions) -> list[TopicSpec]:
-        """Topic specs for every topic here (used to create the spec topic, and test topics)."""
+    def specs_for_creation(self, windows_partitions: int | None = None) -> list[TopicSpec]:
+        """The catalog's spec of every topic here, under the configured names (retention and layout from the catalog;
+        tests may ask for another partition count of the windows topic)."""
+        windows = DEPLOYMENT_WINDOWS.renamed(self.windows)
+        if windows_partitions is not None:
+            windows = replace(windows, partitions=windows_partitions)
         return [
-            TopicSpec(self.windows, DeploymentWindow, "deployment_id", windows_partitions),
-            TopicSpec(self.rollouts, RolloutEvent, "alias", 1, cleanup_policy="compact", retention_ms=None),
-            TopicSpec(self.specs, RolloutSpecRecord, "alias", 1, cleanup_policy="compact", retention_ms=None),
-            TopicSpec(self.alerts, Alert, "alert_id", 1),
-            TopicSpec(self.deadletter, DeadLetter, "original topic/partition/offset", 1),
+            windows, ROLLOUTS.renamed(self.rollouts), ROLLOUT_SPECS.renamed(self.specs),
+            ALERTS.renamed(self.alerts), DEADLETTER.renamed(self.deadletter),
         ]
 
 

@@ -1,37 +1,51 @@
 """The router service: ``llm.requests`` in, ``llm.dispatch.<deployment>`` out, by sticky rollout weights.
 
-Two loops share one :class:`RolloutState`: a follower reads ``llm.rollouts`` from the beginning (no
-consumer group: every router sees every event) and applies each event as it arrives, so a rollback
-takes effect within one poll interval; the request loop, in the consumer group ``llmops.router``,
-routes each request and commits its offsets only after every message it produced for them was
-acknowledged (at-least-once; request_id makes a duplicate harmless downstream). A request for an
-unknown alias gets an error ``Completion``; an undecodable one goes to the dead-letter topic.
+Two parts share one :class:`RolloutState`. A :class:`~services.core.kafka.follower.CompactedFollower` reads
+``llm.rollouts`` from the beginning (no consumer group: every router sees every event) and applies each event as
+it arrives, so a rollback takes effect within one poll interval. The request side runs on the consumer runtime
+(:class:`~services.core.kafka.consumer.GroupConsumer`, group ``llmops.router``): each request is routed in
+partition order and its offset is committed only once the message produced for it was acknowledged
+(at-least-once; request_id makes a duplicate harmless downstream). The routed request carries
+``routing_weight``: the share of the alias's traffic its deployment had at that moment (the judge weighs windows
+by it). A request for an unknown alias gets an error ``Completion`` (on ``llm.completions``, and on the
+producer's reply topic when the request names one); an undecodable one goes to the dead-letter topic.
+
+Prompts: a third part follows the prompt registry (``llm.prompts``). Weights are keyed by rollout variants
+(``schemas.variants``: a deployment, or ``<deployment>/<prompt_id>@<version>`` for a prompt-version canary);
+before dispatch, :func:`services.prompts.dispatch.prepare_for_dispatch` renders a request's unrendered PromptRef
+and, when the chosen variant pins a version of the request's prompt, renders it at that version. A request whose
+prompt is unknown or whose variables do not fit gets an ``invalid_params`` error completion.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import functools
 import time
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
-from schemas.codec import DecodeError, decode, encode, make_event
+from schemas.codec import encode, make_event
 from schemas.completions import Completion, CompletionError
-from schemas.deadletter import DeadLetter
 from schemas.envelope import Envelope
 from schemas.requests import InferenceRequest
 from schemas.rollouts import RolloutEvent
-from schemas.topics import COMPLETIONS, DEADLETTER, REQUESTS, ROLLOUTS, dispatch_topic
-from services.kafka.admin import ensure_topics
-from services.kafka.config import aiokafka_consumer_kwargs, aiokafka_producer_kwargs
-from services.kafka.from_beginning import assign_from_beginning, caught_up
+from schemas.topics import COMPLETIONS, DEADLETTER, PROMPTS, REQUESTS, ROLLOUTS, dispatch_topic
+from services.core import metrics
+from services.core.kafka.admin import ensure_topics
+from services.core.kafka.config import aiokafka_producer_kwargs
+from services.core.kafka.consumer import GroupConsumer, Record, Work
+from services.core.kafka.follower import CompactedFollower
+from services.core.settings import Settings
+from services.prompts.dispatch import prepare_for_dispatch
+from services.prompts.registry import UnknownPrompt
+from services.prompts.render import RenderError
+from services.prompts.store import PromptFollower
 from services.router.state import RolloutState
 from services.router.weights import choose
-from services.settings import Settings
 
-log = logging.getLogger(__name__)
 SOURCE = "llmops.router"
 
 
@@ -41,10 +55,21 @@ class RouterTopics:
     rollouts: str = ROLLOUTS.name
     completions: str = COMPLETIONS.name
     deadletter: str = DEADLETTER.name
+    prompts: str = PROMPTS.name
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes, and the share of its alias's traffic that deployment had when it was routed."""
+
+    deployment: str
+    """The variant the weights chose: a deployment, or ``<deployment>/<prompt_id>@<version>``."""
+    weight: float | None
+    """None for a request pinned to a deployment by its producer (no rollout share applies)."""
 
 
 class Router:
-    """Route requests by rollout weights. ``run()`` until ``stop()``; ``ready`` is set once caught up."""
+    """Route requests by rollout weights. ``run()`` until ``stop()``; ``ready`` is set once the rollouts are read."""
 
     def __init__(
         self,
@@ -59,109 +84,93 @@ class Router:
         self.state = RolloutState(static_routes=dict(static_routes or {}))
         self.group_id = group_id
         self.topics = topics or RouterTopics()
-        self.poll_ms = poll_ms
         self.ready = asyncio.Event()
         self.routed: dict[str, int] = {}
-        self._stopping = asyncio.Event()
+        """Requests routed (acknowledged by the broker) per deployment since start."""
+        self.follower = CompactedFollower(settings, [self.topics.rollouts], lambda event, _: self.state.apply(event.payload),
+                                          expect=RolloutEvent, poll_ms=poll_ms, name="router rollouts")
+        self.prompts = PromptFollower(settings, topic=self.topics.prompts, poll_ms=poll_ms)
+        self.consumer = GroupConsumer(
+            settings, topics=[self.topics.requests], group_id=group_id, handler=self._route_one, expect=InferenceRequest,
+            source=SOURCE, deadletter_topic=self.topics.deadletter, poll_ms=poll_ms,
+        )
         self._known_dispatch: set[str] = set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.follower.stop()
+        self.prompts.stop()
+        self.consumer.stop()
 
-    def route(self, request: InferenceRequest) -> str | None:
+    def route(self, request: InferenceRequest) -> Route | None:
         """The deployment for a request, or None for an unknown alias. A pinned deployment is kept."""
         if request.deployment_id:
-            return request.deployment_id
+            return Route(request.deployment_id, request.routing_weight)
         weights = self.state.weights(request.model_alias)
         if weights is None:
             return None
-        return choose(weights, request.model_alias, request.sticky_key())
+        deployment = choose(weights, request.model_alias, request.sticky_key())
+        return Route(deployment, weights[deployment])
 
     async def run(self) -> None:
-        producer = AIOKafkaProducer(**aiokafka_producer_kwargs(self.settings))
-        await producer.start()
+        metrics.start_metrics_server(self.settings)
+        following = asyncio.create_task(self.follower.run())
+        prompts = asyncio.create_task(self.prompts.run())
         try:
-            follower = asyncio.create_task(self._follow_rollouts())
             try:
-                await asyncio.wait_for(self.ready.wait(), timeout=30)
-                await self._route_requests(producer)
-            finally:
-                follower.cancel()
-                await asyncio.gather(follower, return_exceptions=True)
+                await self.follower.wait_ready(following, timeout_s=30)
+                await self.prompts.follower.wait_ready(prompts, timeout_s=30)
+            except RuntimeError:
+                if self.consumer.stopping:
+                    return  # stopped while starting
+                raise
+            self.ready.set()
+            await self.consumer.run()
         finally:
-            await producer.stop()
+            self.follower.stop()
+            self.prompts.stop()
+            await asyncio.gather(following, prompts, return_exceptions=True)
+            self.ready.clear()
 
-    async def _follow_rollouts(self) -> None:
-        consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(self.settings, None))
-        await consumer.start()
-        try:
-            tps = await assign_from_beginning(consumer, [self.topics.rollouts])
-            while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=self.poll_ms)
-                for records in batches.values():
-                    for rec in records:
-                        try:
-                            self.state.apply(decode(rec.value, rec.headers, expect=RolloutEvent).payload)
-                        except DecodeError as exc:
-                            log.warning("skipping bad rollout event at offset %s: %s", rec.offset, exc)
-                if not self.ready.is_set() and await caught_up(consumer, tps):
-                    self.ready.set()
-        finally:
-            await consumer.stop()
-
-    async def _route_requests(self, producer: AIOKafkaProducer) -> None:
-        consumer = AIOKafkaConsumer(self.topics.requests, **aiokafka_consumer_kwargs(self.settings, self.group_id))
-        await consumer.start()
-        try:
-            while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=self.poll_ms, max_records=500)
-                if not batches:
-                    continue
-                acks = []
-                for tp, records in batches.items():
-                    for rec in records:
-                        acks.append(await self._route_one(producer, tp, rec.offset, rec.key, rec.value, rec.headers))
-                await asyncio.gather(*acks)  # every output acknowledged before the inputs are committed
-                await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batches.items()})
-        finally:
-            await consumer.stop()
-
-    async def _route_one(
-        self, producer: AIOKafkaProducer, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None,
-        headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...],
-    ) -> asyncio.Future[object]:
-        try:
-            event: Envelope[InferenceRequest] = decode(value, headers, expect=InferenceRequest)
-        except DecodeError as exc:
-            letter = DeadLetter.from_bytes(topic=tp.topic, partition=tp.partition, offset=offset, error_kind=exc.kind.value,
-                                           error=exc.message, value=value, key=key, consumer=self.group_id)
-            return await self._send(producer, self.topics.deadletter, letter, "router", f"{tp.topic}/{tp.partition}/{offset}")
+    async def _route_one(self, event: Envelope[InferenceRequest], record: Record) -> Work:
         request = event.payload
-        deployment = self.route(request)
-        if deployment is None:
+        route = self.route(request)
+        if route is None:
             known = ", ".join(self.state.aliases()) or "none"
-            completion = Completion(
-                request_id=request.request_id, tenant=request.tenant, application=request.application,
-                model_alias=request.model_alias, deployment_id="router", finish_reason="error",
-                error=CompletionError(kind="unknown_alias", message=f"unknown model alias {request.model_alias!r} (known: {known})"),
-            )
-            return await self._send(producer, self.topics.completions, completion, event.tenant_id, request.request_id, event)
+            return await self._error(event, "unknown_alias", f"unknown model alias {request.model_alias!r} (known: {known})")
+        try:
+            deployment, prepared = prepare_for_dispatch(request, route.deployment, self.prompts.registry)
+        except (UnknownPrompt, RenderError, ValueError) as exc:
+            return await self._error(event, "invalid_params", str(exc))
         topic = dispatch_topic(deployment).name
         if topic not in self._known_dispatch:
             await asyncio.to_thread(ensure_topics, self.settings, [dispatch_topic(deployment)])
             self._known_dispatch.add(topic)
-        routed = request.model_copy(update={"deployment_id": deployment})
-        self.routed[deployment] = self.routed.get(deployment, 0) + 1
-        return await self._send(producer, topic, routed, event.tenant_id, request.request_id, event)
+        routed = prepared.model_copy(update={"routing_weight": route.weight})
+        out = make_event(routed, source=SOURCE, tenant_id=event.tenant_id, trace_id=event.trace_id)
+        ack = await self.consumer.send(topic, out, key=request.request_id)
+        ack.add_done_callback(functools.partial(self._count, request.model_alias, route.deployment))
+        return ack
 
-    @staticmethod
-    async def _send(
-        producer: AIOKafkaProducer, topic: str, payload: object, tenant: str, key: str,
-        origin: Envelope[InferenceRequest] | None = None,
-    ) -> asyncio.Future[object]:
-        out = make_event(payload, source=SOURCE, tenant_id=tenant, trace_id=origin.trace_id if origin else None)  # type: ignore[arg-type]
-        value, headers = encode(out)
-        return await producer.send(topic, value, key=key.encode(), headers=headers)
+    def _count(self, alias: str, deployment: str, ack: asyncio.Future[Any]) -> None:
+        if not ack.cancelled() and ack.exception() is None:
+            metrics.ROUTED_REQUESTS.labels(alias=alias, deployment=deployment).inc()
+            self.routed[deployment] = self.routed.get(deployment, 0) + 1
+
+    async def _error(self, event: Envelope[InferenceRequest], kind: Literal["unknown_alias", "invalid_params"],
+                     message: str) -> Work:
+        """Answer the request with an error completion (on llm.completions and its reply topic)."""
+        request = event.payload
+        completion = Completion(
+            request_id=request.request_id, tenant=request.tenant, application=request.application,
+            model_alias=request.model_alias, deployment_id="router", finish_reason="error",
+            prompt_id=request.prompt.prompt_id if request.prompt else None,
+            error=CompletionError(kind=kind, message=message[:10_000]),
+        )
+        out = make_event(completion, source=SOURCE, tenant_id=event.tenant_id, trace_id=event.trace_id)
+        acks = [await self.consumer.send(self.topics.completions, out, key=request.request_id)]
+        if request.reply_to:  # the producer waiting for this answer reads only its reply topic
+            acks.append(await self.consumer.send(request.reply_to, out, key=request.request_id))
+        return asyncio.gather(*acks)
 
 
 async def publish_rollout(settings: Settings, event: RolloutEvent, topic: str = ROLLOUTS.name) -> float:

@@ -1,6 +1,6 @@
 """Price table: what one completion cost, from the token counts and the prices in force at its time.
 
-The cost agent loads ``deploy/prices.yaml`` once with :meth:`PriceTable.load` and calls
+The cost agent loads the price table (shipped ``streams/cost/prices.yaml``) once with :meth:`PriceTable.load` and calls
 :meth:`PriceTable.price` per completion. Money is :class:`~decimal.Decimal` end to end (prices are
 read from strings, never through floats). A model with no price raises :class:`UnknownModelPrice`,
 which the agent turns into an Alert instead of recording a silent zero.
@@ -70,7 +70,7 @@ class Cost(BaseModel):
     cached_input_cost: Decimal
     output_cost: Decimal
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # mypy does not support decorators over @property (pydantic documents this)
     @property
     def total(self) -> Decimal:
         """Total cost of the completion."""
@@ -117,6 +117,15 @@ class PriceTable(BaseModel):
         if not in_force:
             raise UnknownModelPrice(model_name, at)
         return in_force[-1]
+
+    def total(self, model_name: str, at: datetime, prompt_tokens: int, completion_tokens: int,
+              cached_tokens: int = 0) -> Decimal:
+        """``price(...).total`` without building the breakdown (the stream worker's hot path)."""
+        if min(prompt_tokens, completion_tokens, cached_tokens) < 0 or cached_tokens > prompt_tokens:
+            return self.price(model_name, at, prompt_tokens, completion_tokens, cached_tokens).total  # raises
+        entry = self.entry_at(model_name, at)
+        return (entry.input * (prompt_tokens - cached_tokens) / PER_TOKENS
+                + entry.cached_input * cached_tokens / PER_TOKENS + entry.output * completion_tokens / PER_TOKENS)
 
     def price(
         self,

@@ -72,7 +72,8 @@ class EmbeddingProjection:
         """(n, dim) -> (n, k)."""
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
             raise ValueError(f"expected embeddings of shape (n, {self.dim}), got {embeddings.shape}")
-        return embeddings.astype(np.float32) @ self.basis
+        projected: np.ndarray = embeddings.astype(np.float32) @ self.basis
+        return projected
 
 
 def feature_columns(k: int = DEFAULT_EMBEDDING_COLUMNS) -> tuple[list[str], list[str]]:

@@ -130,18 +130,20 @@ class DriftMonitor:
             reference = pinned if pinned is not None else self._frame(ref_rows)
             return reference, self._frame(cur_rows)
 
-    def check(self) -> DriftReport:
-        """Evidently drift check of the current window against the reference."""
+    def check_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of ``run_drift_check`` for the current windows (embeds what is not yet embedded).
+
+        Plain data (frames, names, numbers): the check itself may run in another process.
+        """
         if not self.reference_ready:
             raise InsufficientData(f"reference window has {len(self._reference_rows)}/{self.reference_size} rows")
         reference, current = self.snapshot()
-        return run_drift_check(
-            reference,
-            current,
-            self.numerical,
-            self.categorical,
-            drift_share_threshold=self.drift_share_threshold,
-            large_window=self.large_window,
-            encoder=self.encoder.name,
-            min_rows=self.min_rows,
-        )
+        return {
+            "reference": reference, "current": current, "numerical": self.numerical, "categorical": self.categorical,
+            "drift_share_threshold": self.drift_share_threshold, "large_window": self.large_window,
+            "encoder": self.encoder.name, "min_rows": self.min_rows,
+        }
+
+    def check(self) -> DriftReport:
+        """Evidently drift check of the current window against the reference."""
+        return run_drift_check(**self.check_arguments())

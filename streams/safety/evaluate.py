@@ -84,7 +84,9 @@ def evaluate_pii(cases: Iterable[dict[str, Any]]) -> PiiReport:
     return report
 
 
-def evaluate_injection(cases: Iterable[dict[str, Any]], threshold: float = FLAG_THRESHOLD) -> tuple[Counts, list[tuple[str, int, float]]]:
+def evaluate_injection(
+    cases: Iterable[dict[str, Any]], threshold: float = FLAG_THRESHOLD,
+) -> tuple[Counts, list[tuple[str, int, float]]]:
     """Text-level evaluation of ``scan_injection`` at ``threshold``; also (id, label, score) of each error."""
     counts = Counts()
     errors: list[tuple[str, int, float]] = []

@@ -27,12 +27,13 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from schemas.safety import SafetySpan
 
-__all__ = ["BLOCK_THRESHOLD", "FLAG_THRESHOLD", "InjectionResult", "injection_score", "scan_injection"]
+__all__ = ["BLOCK_THRESHOLD", "FLAG_THRESHOLD", "InjectionResult", "fold", "injection_score", "scan_injection"]
 
 FLAG_THRESHOLD: Final[float] = 0.5
 BLOCK_THRESHOLD: Final[float] = 0.8
@@ -47,11 +48,47 @@ _DET = r"(?:(?:all|any|every|each|the|your|my|these|those|of|previous|prior|abov
 
 
 @dataclass(frozen=True, slots=True)
+class _Gate:
+    """Passes when the text has one of ``words`` (whole lowercase words) or one of ``subs`` (lowercase substrings)."""
+
+    words: frozenset[str]
+    subs: tuple[str, ...] = ()
+
+    def passes(self, lower: str, words: frozenset[str] | set[str]) -> bool:
+        return not self.words.isdisjoint(words) or any(s in lower for s in self.subs)
+
+
+def _w(*words: str) -> _Gate:
+    return _Gate(frozenset(words))
+
+
+def _s(*subs: str) -> _Gate:
+    return _Gate(frozenset(), subs)
+
+
+def _g(words: tuple[str, ...], subs: tuple[str, ...]) -> _Gate:
+    return _Gate(frozenset(words), subs)
+
+
+# Word sets the gates share; each word is one the regex needs as a whole word (see the gates' comment below).
+_VERBS_IGNORE = ("ignore", "disregard", "forget", "override", "bypass", "skip", "abandon", "drop", "discard", "neglect")
+_PRIOR = ("previous", "prior", "above", "earlier", "preceding", "initial", "original", "system", "safety", "former",
+          "existing", "old")
+_OBJ_WORDS = ("instruction", "instructions", "directions", "prompt", "prompts", "rules", "directive", "directives",
+              "guidelines", "guardrails", "safeguards", "constraints", "restrictions", "programming", "training",
+              "system", "command", "commands", "orders", "context", "policies")
+
+
+# Gates: every pattern lists necessary conditions on the text, checked against its set of lowercase ``\w+``
+# words (computed once per text): a gate word is one the regex can only match as a whole word (bounded by
+# ``\b``, whitespace or punctuation), and substrings cover the rest. A text that fails a gate cannot match the
+# pattern, so skipping it changes no result (tests/safety/test_injection.py compares against ungated runs).
+@dataclass(frozen=True, slots=True)
 class _Pattern:
     kind: str
     regex: re.Pattern[str]
     weight: float
-    needles: tuple[str, ...]  # lowercase substrings; the regex only runs when one is in the text
+    gates: tuple[_Gate, ...]  # necessary conditions on the text's words; the regex only runs when all pass
 
 
 _PATTERNS: Final[tuple[_Pattern, ...]] = (
@@ -64,7 +101,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.9,
-        needles=('ignore', 'disregard', 'forget', 'override', 'bypass', 'skip', 'abandon', 'drop', 'discard', 'neglect'),
+        gates=(_w(*_VERBS_IGNORE), _w(*_PRIOR), _w(*_OBJ_WORDS),),
     ),
     _Pattern(
         "ignore_previous",
@@ -74,13 +111,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.85,
-        needles=('ignore', 'disregard', 'forget', 'bypass', 'override'),
+        gates=(_w("ignore", "disregard", "forget", "bypass", "override"), _w("all", "everything", "anything"),),
     ),
     _Pattern(
         "ignore_previous",
         re.compile(r"\b(?:ignore|disregard|forget|bypass|circumvent|evade)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:your|the)\s+(?:safety\s+)?" + _OBJ + r"\b", _I),
         0.7,
-        needles=('ignore', 'disregard', 'forget', 'bypass', 'circumvent', 'evade'),
+        gates=(_w("ignore", "disregard", "forget", "bypass", "circumvent", "evade"), _w("your", "the"), _w(*_OBJ_WORDS),),
     ),
     _Pattern(
         "reveal_system_prompt",
@@ -92,7 +129,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.75,
-        needles=('your',),
+        gates=(_w("reveal", "show", "print", "output", "repeat", "display", "leak", "dump", "give", "tell", "share", "disclose", "recite", "write", "what"), _w("your"), _w("prompt", "message", "instructions", "rules", "guidelines", "configuration", "directives"),),
     ),
     _Pattern(
         "reveal_system_prompt",
@@ -103,21 +140,21 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.65,
-        needles=('repeat', 'print', 'output', 'reveal', 'show', 'recite'),
+        gates=(_w("repeat", "print", "output", "reveal", "show", "recite"), _s("above", "before", "verbatim", "word"),),
     ),
     _Pattern(
         "reveal_system_prompt",
         re.compile(r"\b(?:beginning|start(?:ing)?)\s+with\s+[\"'“]?you\s+are\b", _I),
         0.6,
-        needles=('with',),
+        gates=(_w("beginning", "start", "starting"), _w("with"), _w("you"), _w("are"),),
     ),
     _Pattern(
         "jailbreak_persona",
         re.compile(r"\b(?:(?i:do\s+anything\s+now)|DAN\s+mode|(?i:jailbroken|jailbreak(?:ing)?\s+(?:mode|prompt))|DUDE\s+mode|AIM\s+mode|(?i:evil\s+confidant))\b"),
         0.9,
-        needles=('anything', 'dan', 'jailbr', 'dude', 'aim', 'confidant'),
+        gates=(_w("anything", "dan", "jailbroken", "jailbreak", "jailbreaking", "dude", "aim", "confidant"),),
     ),
-    _Pattern("jailbreak_persona", re.compile(r"\b(?:you\s+are|act\s+as|become|called|named)\s+DAN\b|\bDAN\b"), 0.4, needles=('dan',)),
+    _Pattern("jailbreak_persona", re.compile(r"\b(?:you\s+are|act\s+as|become|called|named)\s+DAN\b|\bDAN\b"), 0.4, gates=(_w("dan"),),),
     _Pattern(
         "developer_mode",
         re.compile(
@@ -127,9 +164,9 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.6,
-        needles=('mode',),
+        gates=(_w("mode"), _w("developer", "dev", "god", "admin", "debug", "sudo", "unrestricted", "unfiltered", "maintenance"),),
     ),
-    _Pattern("developer_mode", re.compile(r"\b(?:developer|god|jailbreak|sudo)\s+mode\b", _I), 0.3, needles=('mode',)),
+    _Pattern("developer_mode", re.compile(r"\b(?:developer|god|jailbreak|sudo)\s+mode\b", _I), 0.3, gates=(_w("mode"), _w("developer", "god", "jailbreak", "sudo"),),),
     _Pattern(
         "roleplay_jailbreak",
         re.compile(
@@ -139,7 +176,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.85,
-        needles=('pretend', 'act', 'imagine', 'role', 'behave', 'respond', 'answer'),
+        gates=(_w("pretend", "act", "imagine", "role", "roleplay", "behave", "respond", "answer"), _w("evil", "unfiltered", "uncensored", "unrestricted", "unethical", "amoral", "jailbroken", "rogue", "unaligned", "malicious", "immoral", "lawless"),),
     ),
     _Pattern(
         "roleplay_jailbreak",
@@ -150,7 +187,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.85,
-        needles=('pretend', 'imagine', 'act', 'suppose', 'assume'),
+        gates=(_w("pretend", "imagine", "act", "suppose", "assume"), _w("you"), _w("rules", "restrictions", "filters", "guidelines", "limits", "limitations", "boundaries", "ethics", "morals", "policies", "censorship", "content"),),
     ),
     _Pattern(
         "no_restrictions",
@@ -161,7 +198,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.8,
-        needles=('longer', 'not'),
+        gates=(_w("longer", "not"), _w("bound", "restricted", "limited", "constrained", "governed"), _w("by"),),
     ),
     _Pattern(
         "no_restrictions",
@@ -172,7 +209,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.8,
-        needles=('disable', 'turn', 'remove', 'deactivate', 'bypass', 'circumvent', 'evade', 'switch'),
+        gates=(_w("disable", "turn", "remove", "deactivate", "bypass", "circumvent", "evade", "switch"), _s("safety", "content", "ethical", "moral"),),
     ),
     _Pattern(
         "no_restrictions",
@@ -182,13 +219,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.35,
-        needles=('without',),
+        gates=(_w("without"),),
     ),
     _Pattern(
         "you_are_now",
         re.compile(r"\byou\s+are\s+now\s+(?:a|an|in|my|the|no\s+longer|free|unrestricted|called|named|going|operating|DAN)\b", _I),
         0.45,
-        needles=('now',),
+        gates=(_w("you"), _w("are"), _w("now"),),
     ),
     _Pattern(
         "new_instructions",
@@ -198,13 +235,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.55,
-        needles=('instruction', 'directive', 'rule', 'prompt'),
+        gates=(_w("new", "updated", "real", "actual", "true", "revised", "override", "secret", "hidden", "important"), _w("instruction", "instructions", "directive", "directives", "rules", "prompt"),),
     ),
     _Pattern(
         "new_instructions",
         re.compile(r"\bfrom\s+now\s+on,?\s+(?:you\s+(?:will|must|are|shall|should|can|have)|always|never|only|ignore|respond|answer|reply|act)\b", _I),
         0.4,
-        needles=('now',),
+        gates=(_w("from"), _w("now"), _w("on"),),
     ),
     _Pattern(
         "new_instructions",
@@ -214,7 +251,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.45,
-        needles=('instead', 'rather', 'obey', 'follow'),
+        gates=(_w("instead", "rather", "obey", "follow"),),
     ),
     _Pattern(
         "system_override",
@@ -225,7 +262,7 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.75,
-        needles=('system', 'admin', 'developer', 'root', 'security', 'sudo', 'openai', 'anthropic'),
+        gates=(_w("system", "admin", "administrator", "developer", "root", "security", "openai", "anthropic", "sudo"), _w("override", "overrides", "message", "notice", "alert", "command", "speaking", "mode", "ignore", "disable"),),
     ),
     _Pattern(
         "delimiter_injection",
@@ -237,14 +274,14 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             re.MULTILINE,
         ),
         0.75,
-        needles=('<', '#', 'end', 'begin', 'system'),
+        gates=(_g(("end", "begin"), ("<|", "<<", "<s", "</", "<i", "##", "system")),),
     ),
     # a bare chat-template token is as often a question about tokenizers as an attack
     _Pattern(
         "delimiter_injection",
         re.compile(r"<\|(?:im_start|im_end|system|endoftext|eot_id|start_header_id|end_header_id|user|assistant)\|>|\[/?(?:INST|SYS)\]"),
         0.45,
-        needles=('<|', '[inst', '[/inst', '[sys', '[/sys'),
+        gates=(_s("<|", "[inst", "[/inst", "[sys", "[/sys"),),
     ),
     _Pattern(
         "exfiltration",
@@ -255,13 +292,13 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.7,
-        needles=('send', 'post', 'upload', 'forward', 'exfiltrate', 'transmit', 'leak', 'email'),
+        gates=(_w("send", "post", "upload", "forward", "exfiltrate", "transmit", "leak", "email"), _w("to"), _g(("this",), ("://", "@")),),
     ),
     _Pattern(
         "exfiltration",
         re.compile(r"!\[[^\]\n]{0,200}\]\(https?://[^)\s?]{1,300}\?[^)\s]{0,300}?=\s*(?:\{|\$|%7B)", _I),
         0.7,
-        needles=('![',),
+        gates=(_s("!["), _s("?"), _s("="),),
     ),
     _Pattern(
         "decode_and_follow",
@@ -270,11 +307,20 @@ _PATTERNS: Final[tuple[_Pattern, ...]] = (
             _I,
         ),
         0.55,
-        needles=('decode', 'decipher', 'translate'),
+        gates=(_w("decode", "base64", "decipher", "translate"), _w("and", "then"), _w("follow", "execute", "obey", "do", "run", "perform", "carry"),),
     ),
 )
 
 _B64_BLOB: Final[re.Pattern[str]] = re.compile(r"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/]{24,}={0,2}(?![A-Za-z0-9+/=])")
+_B64_CHARS: Final[str] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_B64: Final[dict[int, str]] = str.maketrans({chr(i): " " for i in range(128) if chr(i) not in _B64_CHARS})
+
+
+def _may_hold_b64(text: str) -> bool:
+    """False only when ``text`` has no run of 24 base64 characters (checked with C-level string methods)."""
+    if not text.isascii():
+        return True
+    return any(len(run) >= 24 for run in text.translate(_NOT_B64).split())
 _B64_KIND: Final[str] = "base64_instruction"
 _B64_WEIGHT: Final[float] = 0.85
 
@@ -287,12 +333,46 @@ class InjectionResult:
     spans: list[SafetySpan]
 
 
-def _pattern_hits(text: str) -> list[tuple[int, int, str, float]]:
+_WORD: Final[re.Pattern[str]] = re.compile(r"\w+")
+# characters the regex engine's case folding matches to ASCII letters that ``str.lower`` keeps apart
+_FOLD: Final[dict[int, str]] = {0x17F: "s", 0x131: "i", 0x130: "i", 0x212A: "k"}
+
+
+def fold(text: str) -> str:
+    """``text`` lowercased the way gates compare words (``ſ``, ``ı``, ``İ`` and the Kelvin sign folded too)."""
+    return text.lower() if text.isascii() else text.translate(_FOLD).lower()
+
+
+# Index of the first gate: word -> patterns whose first gate has that word; patterns whose first gate needs a
+# substring are always checked. One set intersection per text then names the few patterns worth checking.
+_BY_FIRST_WORD: Final[dict[str, tuple[int, ...]]] = {}
+for _i, _p in enumerate(_PATTERNS):
+    for _word in _p.gates[0].words:
+        _BY_FIRST_WORD[_word] = (*_BY_FIRST_WORD.get(_word, ()), _i)
+_FIRST_WORDS: Final[frozenset[str]] = frozenset(_BY_FIRST_WORD)
+_ALWAYS_CHECKED: Final[tuple[int, ...]] = tuple(i for i, p in enumerate(_PATTERNS) if p.gates[0].subs)
+
+
+def _candidate_patterns(lower: str, words: frozenset[str] | set[str]) -> list[_Pattern]:
+    """The patterns whose gates all pass, in table order."""
+    idx = set(_ALWAYS_CHECKED)
+    for w in _FIRST_WORDS.intersection(words):
+        idx.update(_BY_FIRST_WORD[w])
+    return [p for i, p in enumerate(_PATTERNS) if i in idx and all(g.passes(lower, words) for g in p.gates)]
+
+
+def _pattern_hits(
+    text: str, lower: str | None = None, words: frozenset[str] | set[str] | None = None, gated: bool = True,
+) -> list[tuple[int, int, str, float]]:
     hits: list[tuple[int, int, str, float]] = []
-    low = text.lower()
-    for p in _PATTERNS:
-        if not any(n in low for n in p.needles):
-            continue
+    patterns: Sequence[_Pattern] = _PATTERNS
+    if gated:
+        if lower is None:
+            lower = fold(text)
+        if words is None:
+            words = set(_WORD.findall(lower))
+        patterns = _candidate_patterns(lower, words)
+    for p in patterns:
         for m in p.regex.finditer(text):
             if m.end() > m.start():
                 hits.append((m.start(), m.end(), p.kind, p.weight))
@@ -325,19 +405,23 @@ def _combine(hits: list[tuple[int, int, str, float]]) -> float:
     return round(1.0 - remaining, 6)
 
 
-def scan_injection(text: str) -> InjectionResult:
+def scan_injection(
+    text: str, lower: str | None = None, words: frozenset[str] | set[str] | None = None, *, gated: bool = True,
+) -> InjectionResult:
     """Score ``text`` and return the contributing spans (kind = pattern kind), sorted by start.
 
     Overlapping spans of the same kind are merged. The score is always computed; whether it is
-    a finding is the caller's decision against ``FLAG_THRESHOLD``.
+    a finding is the caller's decision against ``FLAG_THRESHOLD``. ``lower`` (``fold(text)``) and
+    ``words`` (its set of ``\\w+`` words) are taken from the caller when it has them; ``gated=False``
+    runs every pattern (the same result, slower: used by tests).
     """
     if not text:
         return InjectionResult(0.0, [])
-    hits = _pattern_hits(text)
-    if len(text) >= 24:
+    hits = _pattern_hits(text, lower, words, gated)
+    if len(text) >= 24 and (not gated or _may_hold_b64(text)):
         for m in _B64_BLOB.finditer(text):
             decoded = _decode_b64(m.group(0))
-            if decoded is not None and _combine(_pattern_hits(decoded)) >= FLAG_THRESHOLD:
+            if decoded is not None and _combine(_pattern_hits(decoded, gated=gated)) >= FLAG_THRESHOLD:
                 hits.append((m.start(), m.end(), _B64_KIND, _B64_WEIGHT))
     if not hits:
         return InjectionResult(0.0, [])

@@ -28,13 +28,13 @@ from schemas.safety import SafetySpan
 __all__ = [
     "PII_KINDS",
     "SECRET_KINDS",
+    "card_valid",
+    "es_dni_valid",
     "iban_valid",
     "ipv4_valid",
     "ipv6_valid",
     "jwt_valid",
     "luhn_valid",
-    "card_valid",
-    "es_dni_valid",
     "scan_pii",
     "shannon_entropy",
     "uk_nino_valid",
@@ -117,25 +117,20 @@ def iban_valid(iban: str) -> bool:
     # letters -> 10..35, computed piecewise to keep integers small
     rem = 0
     for ch in rearranged:
-        if ch.isdigit():
-            rem = (rem * 10 + (ord(ch) - 48)) % 97
-        else:
-            rem = (rem * 100 + (ord(ch) - 55)) % 97
+        rem = (rem * 10 + (ord(ch) - 48)) % 97 if ch.isdigit() else (rem * 100 + (ord(ch) - 55)) % 97
     return rem == 1
 
 
-# numbers the SSA published as examples / that were widely misused
-_SSN_BLOCKLIST: Final[frozenset[str]] = frozenset({"078051120", "219099999", "123456789"})
-
-
 def us_ssn_valid(digits: str) -> bool:
-    """US SSN (9 digits): area not 000, 666 or 900-999; group not 00; serial not 0000; not a known example."""
+    """US SSN (9 digits): area not 000, 666 or 900-999; group not 00; serial not 0000.
+
+    Well-known numbers (078-05-1120 from the wallet insert, 123-45-6789) are *not* excluded: they were
+    issued to people, and a scanner cannot tell an example from a person's number, so they are redacted.
+    """
     if len(digits) != 9 or not digits.isdigit():
         return False
     area, group, serial = int(digits[:3]), int(digits[3:5]), int(digits[5:])
-    if area == 0 or area == 666 or area >= 900 or group == 0 or serial == 0:
-        return False
-    return digits not in _SSN_BLOCKLIST
+    return not (area == 0 or area == 666 or area >= 900 or group == 0 or serial == 0)
 
 
 _NINO_BAD_PREFIX: Final[frozenset[str]] = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
@@ -178,10 +173,7 @@ def ipv4_valid(value: str) -> bool:
     parts = value.split(".")
     if len(parts) != 4:
         return False
-    for p in parts:
-        if not p.isdigit() or len(p) > 3 or (len(p) > 1 and p[0] == "0") or int(p) > 255:
-            return False
-    return True
+    return all(not (not p.isdigit() or len(p) > 3 or (len(p) > 1 and p[0] == "0") or int(p) > 255) for p in parts)
 
 
 def ipv6_valid(value: str) -> bool:
@@ -215,7 +207,8 @@ def _b64url_json(segment: str) -> object | None:
     pad = "=" * (-len(segment) % 4)
     try:
         raw = base64.urlsafe_b64decode(segment + pad)
-        return json.loads(raw)
+        decoded: object = json.loads(raw)
+        return decoded
     except (binascii.Error, ValueError, UnicodeDecodeError):
         return None
 
@@ -296,19 +289,34 @@ def _ssn_ok(m: re.Match[str]) -> bool:
     return us_ssn_valid(_digits(value))
 
 
-_VERSION_BEFORE: Final[re.Pattern[str]] = re.compile(r"(?:\b(?:version|release|build|ver\.?|v\.?|rv:)\s*|[a-z]/)$")
+# A dotted quad right after a version word (optionally after earlier versions of a list), a product/
+# ("Chrome/1.2.3.4") or a pin operator ("==1.2.3.4", ">="); or right before a version word. Not after "@":
+# "root@10.0.0.1" is an address.
+_VERSION_BEFORE: Final[re.Pattern[str]] = re.compile(
+    r"(?:(?:(?<![a-z])(?:versions?|releases?|released|builds?|ver|rv|firmware|patch(?:ed)?|(?:updated?|upgraded?|bump(?:ed)?)"
+    r"\s+to)(?![a-z])\.?|\bv\.?)[\s:=\"'(_]*(?:v?\d+(?:\.\d+)+[\s,]*(?:and|or|to|&|->)?\s*v?)*"
+    r"|[a-z]/|(?:[=<>~!]=|[<>])\s*)$",
+    re.IGNORECASE,
+)
+_VERSION_AFTER: Final[re.Pattern[str]] = re.compile(r"\s*(?:releases?|versions?|builds?|beta|alpha|rc\d*)\b", re.IGNORECASE)
 
 
 def _ipv4_ok(m: re.Match[str]) -> bool:
     if not ipv4_valid(m.group(0)):
         return False
-    before = m.string[max(0, m.start() - 12): m.start()].lower()
-    # "version 1.2.3.4", "v. 10.0.0.1", "release 4.4.2.1", "rv:1.9.5.20", "Chrome/1.2.3.4": versions, not addresses
-    return not _VERSION_BEFORE.search(before)
+    # "Version: 1.2.3.4", "versions 1.2.3.4 and 2.0.0.1", "foo==1.2.3.4", "rv:1.9.5.20",
+    # "Chrome/1.2.3.4", "the 1.2.3.4 release": versions, not addresses
+    before = m.string[max(0, m.start() - 60): m.start()]
+    return not (_VERSION_BEFORE.search(before) or _VERSION_AFTER.match(m.string, m.end()))
 
 
 def _ipv6_ok(m: re.Match[str]) -> bool:
-    return ipv6_valid(m.group(0))
+    value = m.group(0)
+    if value.startswith("::") and m.start() >= 2:
+        before = m.string[m.start() - 2: m.start()]
+        if before[1] == "[" and (before[0].isalnum() or before[0] in "_)]"):
+            return False  # a slice, "a[::2]", not an address ("http://[::1]:80" keeps its address)
+    return ipv6_valid(value)
 
 
 def _generic_secret_ok(m: re.Match[str]) -> bool:
@@ -337,10 +345,22 @@ class _Detector:
     priority: int  # higher = more specific; wins overlaps
     validate: Callable[[re.Match[str]], bool] | None = None
     groups: tuple[int, ...] = (0,)  # the span is the first of these groups that matched
-    needle: str | None = None  # cheap prefilter: skip the regex if this substring is absent
+    needles: tuple[str, ...] = ()  # cheap prefilter: skip the regex unless one of these substrings is present
+    lower_needles: bool = False  # the needles are lowercase and checked against the lowercased text
+    gate: re.Pattern[str] | None = None  # a necessary condition, cheaper than the detector (shared gates run once);
+    # searched in the lowercased text when lower_needles is set
 
 
 _A = re.ASCII
+# Every card, SSN, NINO, DNI/NIE and phone number holds 6+ digits with at most 3 separator characters between
+# two digits, so one pass of this gate decides whether those five detectors need to run at all.
+_SIX_DIGITS: Final[re.Pattern[str]] = re.compile(r"\d(?:[ .()/+-]{0,3}\d){5}", _A)
+# A valid IPv6 address has a hex digit next to its "::" (ipv6_valid rejects a bare "::"), or is written in
+# full (8 groups) and then contains "h:hhhh:h".
+_IPV6_GATE: Final[re.Pattern[str]] = re.compile(r"::[0-9A-Fa-f]|[0-9A-Fa-f]::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]", _A)
+# Every generic secret is a key word ("...key", "secret", "token", "password", "passwd", "pwd"), an optional
+# quote, spaces, then ":" or "=" (":", "=", "=>", ":=").
+_SECRET_GATE: Final[re.Pattern[str]] = re.compile(r"(?:key|secret|token|passwd|password|pwd)[\"']?\s*[:=]")  # on the lowercased text
 _DETECTORS: Final[tuple[_Detector, ...]] = (
     _Detector(
         "private_key",
@@ -349,22 +369,22 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
             r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=:\-,.\s]{1,20000})"  # no END line: the key runs on (truncated paste)
         ),
         100,
-        needle="PRIVATE KEY",
+        needles=("PRIVATE KEY",),
     ),
     _Detector(
         "jwt",
         re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{6,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}(?![\w-])", _A),
-        95, _jwt_ok, needle="eyJ",
+        95, _jwt_ok, needles=("eyJ",),
     ),
     _Detector(
         "aws_access_key",
-        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z2-7]{16}(?![A-Za-z0-9])", _A),
+        re.compile(r"A(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA|GPA|IDA|ROA|IPA|NPA|NVA|PKA)[A-Z2-7]{16}(?![A-Za-z0-9])", _A),
         90,
     ),
     _Detector(
         "github_token",
-        re.compile(r"(?<![A-Za-z0-9_])(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})(?![A-Za-z0-9_])", _A),
-        90, needle="_",
+        re.compile(r"g(?<![A-Za-z0-9_]g)(?:h[pousr]_[A-Za-z0-9]{36}|ithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59})(?![A-Za-z0-9_])", _A),
+        90, needles=("gh", "github_pat_"),
     ),
     _Detector(
         "slack_token",
@@ -373,21 +393,21 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
             r"|https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,})",
             _A,
         ),
-        90,
+        90, needles=("xox", "hooks.slack.com"),
     ),
     _Detector(
         "openai_key",
         re.compile(r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-|ant-(?:api03-)?)?[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])", _A),
-        90, _openai_ok, needle="sk-",
+        90, _openai_ok, needles=("sk-",),
     ),
     _Detector(
         "credit_card",
-        re.compile(r"(?<![\w-])\d(?:[ -]?\d){11,18}(?![\w-])", _A),
-        80, _card_ok,
+        re.compile(r"\d(?<![\w-]\d)(?:[ -]?\d){11,18}(?![\w-])", _A),
+        80, _card_ok, gate=_SIX_DIGITS,
     ),
     _Detector(
         "iban",
-        re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _A),
+        re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])", _A),
         80, lambda m: iban_valid(m.group(0)),
     ),
     _Detector(
@@ -397,32 +417,32 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
             r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w@-]|\.[A-Za-z0-9])",
             _A,
         ),
-        70, _email_ok, needle="@",
+        70, _email_ok, needles=("@",),
     ),
     _Detector(
         "us_ssn",
-        re.compile(r"(?<![\w-])\d{3}[- ]\d{2}[- ]\d{4}(?![\w-])", _A),
-        60, _ssn_ok,
+        re.compile(r"\d(?<![\w-]\d)\d{2}[- ]\d{2}[- ]\d{4}(?![\w-])", _A),
+        60, _ssn_ok, gate=_SIX_DIGITS,
     ),
     _Detector(
         "uk_nino",
-        re.compile(r"(?<![A-Za-z0-9])[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])", _A),
-        60, lambda m: uk_nino_valid(m.group(0)),
+        re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])", _A),
+        60, lambda m: uk_nino_valid(m.group(0)), gate=_SIX_DIGITS,
     ),
     _Detector(
         "es_dni",
-        re.compile(r"(?<![A-Za-z0-9-])[XYZ0-9]\d{7}-?[A-Z](?![A-Za-z0-9])", _A),
-        60, lambda m: es_dni_valid(m.group(0)),
+        re.compile(r"[XYZ0-9](?<![A-Za-z0-9-][XYZ0-9])\d{7}-?[A-Z](?![A-Za-z0-9])", _A),
+        60, lambda m: es_dni_valid(m.group(0)), gate=_SIX_DIGITS,
     ),
     _Detector(
         "ipv6",
         re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?:%[A-Za-z0-9]+)?(?![\w:]|\.\w)", _A),
-        55, _ipv6_ok, needle=":",
+        55, _ipv6_ok, needles=(":",), gate=_IPV6_GATE,
     ),
     _Detector(
         "ipv4",
-        re.compile(r"(?<![\w.-])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w-]|\.\d)", _A),
-        50, _ipv4_ok, needle=".",
+        re.compile(r"\d(?<![\w.-]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w-]|\.\d)", _A),
+        50, _ipv4_ok, needles=(".",),
     ),
     _Detector(
         "generic_secret",
@@ -433,21 +453,25 @@ _DETECTORS: Final[tuple[_Detector, ...]] = (
             r"[\"']?\s*(?:[:=]|=>|:=)\s*(?:\"([^\"\s]{12,200})\"|'([^'\s]{12,200})'|([A-Za-z0-9_\-+/=.~]{16,200}))",
             _A,
         ),
-        40, _generic_secret_ok, groups=(1, 2, 3),
+        40, _generic_secret_ok, groups=(1, 2, 3), needles=("key", "secret", "token", "passw", "pwd"), lower_needles=True,
+        gate=_SECRET_GATE,
     ),
     _Detector(
         "phone",
         re.compile(
-            # every repeated group starts with a separator, so a digit run splits one way only (no ReDoS)
-            r"(?<![\w.+/-])(?:"
-            r"\+\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\(\d{1,5}\))?(?:[ .-]?\d{1,12})?(?:[ .-]\d{1,8}){0,5}"  # +CC ...
-            r"|(?:\(\d{2,5}\)[ .-]?)?\d{1,5}(?:[ .-]\d{1,8}){1,5}"  # (area) groups with separators
-            r"|\(\d{2,5}\)[ .-]?\d{4,8}"  # (0161) 4960066
-            r"|0\d{9,10}"  # unseparated national number with a trunk 0
+            # every repeated group starts with a separator, so a digit run splits one way only (no ReDoS).
+            # The first character is matched before the lookbehind (here and in the detectors above) so the
+            # regex engine can skip ahead to candidate characters instead of testing every position.
+            r"[+(\d](?<![\w.+/-][+(\d])(?:"
+            r"(?<=\+)\d{1,3}(?:[ .-]?\(0\))?(?:[ .-]?\(\d{1,5}\))?(?:[ .-]?\d{1,12})?(?:[ .-]\d{1,8}){0,5}"  # +CC ...
+            r"|(?<=\()\d{2,5}\)[ .-]?\d{1,5}(?:[ .-]\d{1,8}){1,5}"  # (area) groups with separators
+            r"|(?<=\d)\d{0,4}(?:[ .-]\d{1,8}){1,5}"  # groups with separators
+            r"|(?<=\()\d{2,5}\)[ .-]?\d{4,8}"  # (0161) 4960066
+            r"|(?<=0)\d{9,10}"  # unseparated national number with a trunk 0
             r")(?:[ ]?(?:x|ext\.?|extension)[ ]?\d{1,6})?(?![\w-]|\.\d)",
             _A,
         ),
-        30, _phone_ok,
+        30, _phone_ok, gate=_SIX_DIGITS,
     ),
 )
 
@@ -457,11 +481,18 @@ SECRET_KINDS: Final[frozenset[str]] = frozenset(
 )
 
 
-def _candidates(text: str) -> list[tuple[int, int, int, str]]:
+def _candidates(text: str, lower: str) -> list[tuple[int, int, int, str]]:
     out: list[tuple[int, int, int, str]] = []
+    gates: dict[re.Pattern[str], bool] = {}
     for det in _DETECTORS:
-        if det.needle is not None and det.needle not in text:
+        if det.needles and not any(n in (lower if det.lower_needles else text) for n in det.needles):
             continue
+        if det.gate is not None:
+            passed = gates.get(det.gate)
+            if passed is None:
+                passed = gates[det.gate] = det.gate.search(lower if det.lower_needles else text) is not None
+            if not passed:
+                continue
         for m in det.pattern.finditer(text):
             if det.validate is not None and not det.validate(m):
                 continue
@@ -472,15 +503,16 @@ def _candidates(text: str) -> list[tuple[int, int, int, str]]:
     return out
 
 
-def scan_pii(text: str) -> list[SafetySpan]:
+def scan_pii(text: str, lower: str | None = None) -> list[SafetySpan]:
     """All PII/secret spans in ``text``, non-overlapping, sorted by start.
 
     Overlaps are resolved greedily: higher detector priority first (more specific), then the
-    longer span, then the earlier one. Kinds are listed in ``PII_KINDS``.
+    longer span, then the earlier one. Kinds are listed in ``PII_KINDS``. ``lower`` is ``text.lower()``
+    when the caller has it already (only used for prefilters).
     """
     if not text:
         return []
-    cands = _candidates(text)
+    cands = _candidates(text, text.lower() if lower is None else lower)
     if not cands:
         return []
     cands.sort(key=lambda c: (-c[0], -(c[2] - c[1]), c[1]))

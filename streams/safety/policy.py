@@ -1,7 +1,8 @@
 """Per-tenant safety policy: what to do (flag, redact or block) with each category of finding.
 
 ``SafetyPolicy`` holds an action per category, optional per-kind overrides (e.g. block on a
-``private_key`` while only redacting emails) and the score thresholds. ``TenantPolicies``
+``private_key`` while only redacting emails), the score thresholds, and whether the learned injection
+layer may block on its own (by default it only flags). ``TenantPolicies``
 maps tenants to policies with a default; in a file, a tenant's entry only lists what differs
 from the default and inherits the rest. ``load_policies`` reads YAML (``.yaml``/``.yml``) or
 JSON (anything else).
@@ -40,7 +41,18 @@ class SafetyPolicy(BaseModel):
         default=BLOCK_THRESHOLD, ge=0.0, le=1.0,
         description="A 'block' action on injection applies only at or above this score; below it the finding is flagged.",
     )
-    toxicity_min_score: float = Field(default=0.0, ge=0.0, le=1.0, description="Toxicity findings below this are dropped.")
+    toxicity_min_score: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Toxicity findings below this are dropped (the classifier's own boundary, 0.5, always applies).",
+    )
+    learned_injection_threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0,
+        description="The learned injection layer flags at or above this score; None: the threshold shipped with its model.",
+    )
+    learned_injection_blocks: bool = Field(
+        default=False,
+        description="Whether a learned-layer flag alone may block (when prompt_injection is 'block'); by default it only flags.",
+    )
 
     def action_for(self, category: SafetyCategory, kind: str | None = None) -> Action:
         """The action for a finding of ``category`` (and span ``kind``, when overridden)."""

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from services.core.resources import package_path
 from streams.cost import BudgetTracker, PriceTable
 
 DAY = date(2026, 11, 24)
@@ -44,7 +45,7 @@ def test_budgets_from_file_with_costs(tmp_path: Path) -> None:
     path = tmp_path / "budgets.yaml"
     path.write_text('default: "0.001"\ntenants:\n  acme: "5"\n', encoding="utf-8")
     tracker = BudgetTracker.from_file(path)
-    table = PriceTable.load(Path(__file__).resolve().parents[2] / "deploy" / "prices.yaml")
+    table = PriceTable.load(package_path("streams.cost", "prices.yaml"))
     cost = table.price("gpt-4o-mini", datetime(2026, 11, 24, tzinfo=UTC), 1000, 1000)  # 0.00075
     assert tracker.add("t", DAY, cost) is False
     assert tracker.add("t", DAY, cost) is True

@@ -1,4 +1,4 @@
-"""Price table: loading deploy/prices.yaml, the entry in force, cached-token billing, unknown models."""
+"""Price table: loading the shipped prices.yaml, the entry in force, cached-token billing, unknown models."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from services.core.resources import package_path
 from streams.cost import PriceTable, UnknownModelPrice
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def table() -> PriceTable:
-    return PriceTable.load(REPO / "deploy" / "prices.yaml")
+    return PriceTable.load(package_path("streams.cost", "prices.yaml"))
 
 
 def test_repo_price_file_has_demo_model(table: PriceTable) -> None:
@@ -79,3 +78,12 @@ def test_rejects_negative_and_duplicate_entries() -> None:
     entry = {"effective_from": "2025-01-01", "input": "1", "output": "1", "cached_input": "1"}
     with pytest.raises(ValidationError):
         PriceTable.model_validate({"models": {"m": [entry, entry]}})
+
+
+def test_total_is_the_price_breakdowns_total() -> None:
+    table = PriceTable.load(package_path("streams.cost", "prices.yaml"))
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+    for model in table.models:
+        for prompt, completion, cached in ((0, 0, 0), (1000, 250, 0), (5000, 17, 4000), (1, 1, 1)):
+            assert table.total(model, at, prompt, completion, cached) == table.price(model, at, prompt, completion,
+                                                                                     cached).total

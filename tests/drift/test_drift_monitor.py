@@ -19,10 +19,10 @@ from streams.drift import (
     run_drift_check,
 )
 
-WORDS = (
-    "the model answer request cost token latency user data system question result value "
-    "stream window report table query error retry cache price budget tenant deploy"
-).split()
+WORDS = [
+    "the", "model", "answer", "request", "cost", "token", "latency", "user", "data", "system", "question", "result",
+    "value", "stream", "window", "report", "table", "query", "error", "retry", "cache", "price", "budget", "tenant", "deploy",
+]
 ACCENTED = ["café", "naïve", "über", "résumé", "日本", "данные"]
 ENCODER = HashingEncoder(dim=16)
 SHIFTED = ["completion_tokens", "total_ms", "ttft_ms", "output_chars"]

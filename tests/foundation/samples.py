@@ -18,11 +18,13 @@ from schemas import (
     InferenceRequest,
     Message,
     PromptRef,
+    ReviewItem,
     RolloutEvent,
     RolloutSpecRecord,
     SafetyFinding,
     SafetySpan,
 )
+from schemas.prompts import PromptLabel, PromptVersion
 
 
 def sample_payloads() -> list[BaseModel]:
@@ -71,6 +73,15 @@ def sample_payloads() -> list[BaseModel]:
         ),
         DeadLetter.from_bytes(topic="llm.requests", partition=2, offset=7, error_kind="not_json",
                               error="bad", value=b"\xff\x00", key=b"k"),
+        PromptVersion(
+            name="greet", version=3, messages=[{"role": "user", "content": "Hello {{ name }}"}],
+            variables=[{"name": "name"}], params={"temperature": 0.0}, content_hash="abc", push_id="p-1",
+            created_at=datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+        ),
+        PromptLabel(name="greet", label="production", version=3, moved_at=datetime(2026, 11, 24, 10, 5, tzinfo=UTC)),
+        ReviewItem(request_id="r-1", deployment_id="chat-v2", reasons=["injection_gray_band", "rollout_flag"],
+                   injection_score=0.42, toxicity_score=0.01, detail="rollout ro-1: hold", prompt_text="[REDACTED:email] hi",
+                   text="hello"),
     ]
 
 

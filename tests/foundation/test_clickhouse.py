@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from schemas import Completion, DeadLetter, Feedback, make_event
-from services.clickhouse import raw_tables
-from services.clickhouse.client import connect
-from services.clickhouse.migrations import MigrationError, discover, migrate, status
-from services.settings import Settings
+from services.core.clickhouse import raw_tables
+from services.core.clickhouse.client import connect
+from services.core.clickhouse.migrations import MigrationError, discover, migrate, status
+from services.core.settings import Settings
 from tests.foundation.samples import sample_payloads
 
 
@@ -30,7 +31,7 @@ def test_migrations_applied_twice_change_nothing(local_stack: Settings) -> None:
     assert migrate(local_stack) == []
     assert _tables(local_stack) == before
     recorded = connect(local_stack).query("SELECT count() FROM schema_migrations").result_rows[0][0]
-    assert recorded == len(discover(local_stack.migrations_dir))
+    assert recorded == len(discover(local_stack.migrations_path()))
     assert all(s.applied for s in status(local_stack))
 
 
@@ -61,7 +62,7 @@ def test_changed_applied_migration_is_refused(local_stack: Settings, tmp_path: P
     settings = _isolated(local_stack, tmp_path, f"mig_{unique}")
     migrate(settings)
     (tmp_path / "0001_t.sql").write_text("CREATE TABLE IF NOT EXISTS {database}.t (a UInt16) ENGINE = MergeTree ORDER BY a;\n")
-    with pytest.raises(MigrationError, match="0001_t.sql was changed after it was applied"):
+    with pytest.raises(MigrationError, match=r"0001_t\.sql was changed after it was applied"):
         migrate(settings)
 
 
@@ -72,9 +73,10 @@ def test_bad_migration_names_are_refused(tmp_path: Path) -> None:
 
 
 def _count(settings: Settings, table: str, request_id: str) -> int:
-    return connect(settings).query(
+    count: int = connect(settings).query(
         f"SELECT count() FROM {table} FINAL WHERE request_id = %(r)s", parameters={"r": request_id}
     ).result_rows[0][0]
+    return count
 
 
 def test_redelivered_raw_events_do_not_double_count(local_stack: Settings, unique: str) -> None:
@@ -107,17 +109,19 @@ def test_redelivered_raw_events_do_not_double_count(local_stack: Settings, uniqu
     assert _count(local_stack, "raw_feedback", f"dup-{unique}") == 2
 
 
-def test_dead_letters_keep_original_bytes_once(local_stack: Settings, unique: str) -> None:
+def test_dead_letters_keep_the_original_as_redacted_text_once(local_stack: Settings, unique: str) -> None:
     client = connect(local_stack)
+    value = b"\xff\x00raw mail@example.com"
     letter = DeadLetter.from_bytes(topic=f"t.{unique}", partition=1, offset=42, error_kind="not_json",
-                                   error="value is not UTF-8 JSON", value=b"\xff\x00raw", key=b"k1", consumer="sink")
+                                   error="value is not UTF-8 JSON", value=value, key=b"k1", consumer="sink")
     for _ in range(2):
-        client.insert("dead_letters", [raw_tables.dead_letter_row(letter)], column_names=raw_tables.DEAD_LETTER_COLUMNS)
+        client.insert("dead_letters", [raw_tables.dead_letter_row(letter, lambda t: t.replace("mail@example.com", "[R]"))],
+                      column_names=raw_tables.DEAD_LETTER_COLUMNS)
     rows = client.query(
-        "SELECT original, original_key, error_kind FROM dead_letters FINAL WHERE src_topic = %(t)s",
-        parameters={"t": f"t.{unique}"}, column_formats={"original": "bytes", "original_key": "bytes"},
+        "SELECT original, original_key, error_kind, original_size, original_sha256 FROM dead_letters FINAL "
+        "WHERE src_topic = %(t)s", parameters={"t": f"t.{unique}"},
     ).result_rows
-    assert rows == [(b"\xff\x00raw", b"k1", "not_json")]
+    assert rows == [("\ufffd\x00raw [R]", "k1", "not_json", len(value), hashlib.sha256(value).hexdigest())]
 
 
 def test_redaction_applies_to_text_columns(local_stack: Settings, unique: str) -> None:

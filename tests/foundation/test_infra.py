@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli.main import cli
+from services.core.settings import Settings
 from services.infra.broker import LocalBroker
 from services.infra.clickhouse_server import LocalClickHouse
 from services.infra.process import InfraError, ManagedProcess, free_port
 from services.infra.stack import LocalStack
-from services.settings import Settings
 
 
 def test_port_taken_gives_a_clear_error(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_up_status_down_cycle_with_the_cli(tmp_path: Path) -> None:
 def test_clickhouse_keeps_data_across_restarts(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, clickhouse_http_port=free_port(), clickhouse_tcp_port=free_port())
     server = LocalClickHouse(settings)
-    from services.clickhouse.client import connect
+    from services.core.clickhouse.client import connect
 
     server.start()
     try:
@@ -104,7 +104,8 @@ def test_clickhouse_keeps_data_across_restarts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args",
     [[], ["infra"], ["infra", "up"], ["infra", "down"], ["infra", "status"], ["topics"], ["topics", "create"],
-     ["topics", "list"], ["migrate"], ["schemas"], ["schemas", "export"], ["smoke"], ["serve"], ["router"], ["streams"], ["notify"], ["rollout"],
+     ["topics", "list"], ["migrate"], ["schemas"], ["schemas", "export"], ["smoke"], ["serve"], ["router"], ["streams"],
+     ["notify"], ["rollout"],
      ["rollout", "start"], ["rollout", "status"], ["rollout", "abort"], ["rollout", "judge"]],
     ids=lambda a: " ".join(a) or "llmops",
 )

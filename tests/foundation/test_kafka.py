@@ -10,14 +10,15 @@ from confluent_kafka import Consumer
 
 from schemas import Feedback, decode, encode, make_event
 from schemas.topics import TOPICS, TopicSpec
-from services.kafka.admin import ensure_topics, existing_topics
-from services.kafka.config import (
+from services.core.kafka.admin import ensure_topics, existing_topics
+from services.core.kafka.config import (
     aiokafka_consumer_kwargs,
     aiokafka_producer_kwargs,
     confluent_consumer_config,
 )
-from services.kafka.producer import EventProducer
-from services.settings import Settings
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
+from tests.inference.kafka_io import decode_message
 
 
 def _topic(settings: Settings, name: str, partitions: int = 3) -> str:
@@ -98,7 +99,7 @@ def _confluent_read(settings: Settings, topic: str, group: str, n: int, timeout_
             msg = consumer.poll(0.3)
             if msg is None or msg.error():
                 continue
-            ids.append(decode(msg.value(), msg.headers()).payload.request_id)
+            ids.append(decode_message(msg).payload.request_id)
             consumer.commit(message=msg, asynchronous=False)
     finally:
         consumer.close()

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from schemas.compat import export_json_schemas, incompatibilities
+from schemas.compat import Schema, export_json_schemas, incompatibilities
 from services.cli.main import cli
 
 SNAPSHOTS = Path(__file__).resolve().parents[2] / "schemas" / "jsonschema"
 
 
-def _snapshots() -> dict[str, dict]:
+def _snapshots() -> dict[str, Schema]:
     return {p.name: json.loads(p.read_text()) for p in SNAPSHOTS.glob("*.json")}
 
 
@@ -39,7 +39,7 @@ def test_snapshots_are_up_to_date() -> None:
     assert current == _snapshots(), "schemas changed compatibly: run `llmops schemas export schemas/jsonschema`"
 
 
-def _request_schema() -> dict:
+def _request_schema() -> Schema:
     return copy.deepcopy(export_json_schemas()["inference.request.v1.json"])
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from services.settings import Settings
+import pytest
+
+from services.core.settings import Settings
 from services.smoke import run_smoke
 
 
@@ -16,7 +18,7 @@ def test_smoke_round_trip_reports_what_landed(local_stack: Settings) -> None:
     assert f"Kafka bootstrap : {local_stack.bootstrap_servers}" in report
 
 
-def test_settings_round_trip_through_the_environment(local_stack: Settings, monkeypatch) -> None:
+def test_settings_round_trip_through_the_environment(local_stack: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in local_stack.to_env().items():
         monkeypatch.setenv(key, value)
     assert Settings() == local_stack

@@ -20,7 +20,7 @@ def build_tiny_model(path: Path, seed: int = 1234) -> Path:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=1, eos_token_id=2, initializer_range=0.2, tie_word_embeddings=True,
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]  # its __init__ is unannotated in transformers
     model.generation_config.eos_token_id = 2
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

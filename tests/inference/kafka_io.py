@@ -6,17 +6,20 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from schemas.codec import decode, make_event
 from schemas.completions import Completion, CompletionChunk
 from schemas.deadletter import DeadLetter
+from schemas.envelope import Envelope
 from schemas.requests import GenerationParams, InferenceRequest, Message
 from schemas.topics import COMPLETION_CHUNKS, COMPLETIONS, DEADLETTER
-from services.kafka.config import confluent_consumer_config
-from services.kafka.producer import EventProducer
-from services.settings import Settings
+from services.core.kafka.config import confluent_consumer_config
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
 
 
 def make_request(request_id: str, deployment_id: str, text: str, **params: object) -> InferenceRequest:
@@ -24,6 +27,12 @@ def make_request(request_id: str, deployment_id: str, text: str, **params: objec
         request_id=request_id, tenant="t1", application="tests", model_alias="tiny", deployment_id=deployment_id,
         messages=[Message(role="user", content=text)], params=GenerationParams.model_validate(params),
     )
+
+
+def decode_message(msg: KafkaMessage) -> Envelope[Any]:
+    """The event in a message consumed with confluent_kafka (its headers come back as a list of (str, bytes) pairs)."""
+    headers = cast(list[tuple[str, bytes | None]] | None, msg.headers())  # the stub's HeadersType also covers produce()'s
+    return decode(msg.value(), headers)
 
 
 def publish(settings: Settings, topic: str, requests: list[InferenceRequest]) -> None:
@@ -71,7 +80,7 @@ class Reader:
         for msg in self.consumer.consume(500, timeout=0.2):
             if msg.error():
                 continue
-            p = decode(msg.value(), msg.headers()).payload
+            p = decode_message(msg).payload
             if isinstance(p, Completion):
                 self.data.completions[p.request_id].append(p)
             elif isinstance(p, CompletionChunk):

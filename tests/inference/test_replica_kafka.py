@@ -7,16 +7,22 @@ import asyncio
 import time
 from pathlib import Path
 
-from schemas.topics import DISPATCH_PARTITIONS, dispatch_topic
-from services.inference.engine import Engine, EngineLimits, EngineRequest, SamplingParams
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from schemas.completions import Completion, CompletionChunk
+from schemas.requests import FallbackRecord
+from schemas.topics import DISPATCH_PARTITIONS, dispatch_topic, reply_topic
+from services.core.kafka.admin import ensure_topics
+from services.core.kafka.config import confluent_consumer_config
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
 from services.inference.adapter import render_prompt
+from services.inference.engine import Engine, EngineLimits, EngineRequest, EngineResult, SamplingParams
 from services.inference.model_loader import LoadedModel
 from services.inference.replica import KafkaReplica
 from services.inference.spec import DeploymentSpec
-from services.kafka.admin import ensure_topics
-from services.kafka.producer import EventProducer
-from services.settings import Settings
-from tests.inference.kafka_io import Reader, committed_total, make_request, publish
+from tests.inference.kafka_io import Reader, committed_total, decode_message, make_request, publish
+from tests.notifier.helpers import wait_until
 
 
 def _spec(dep: str, model_dir: Path, **kw: object) -> DeploymentSpec:
@@ -32,6 +38,21 @@ async def _start(spec: DeploymentSpec, settings: Settings, loaded: LoadedModel) 
     task = asyncio.create_task(replica.run())
     await asyncio.wait_for(replica.ready.wait(), 30)
     return replica, task
+
+
+def _read_until_completion(settings: Settings, topic: str, timeout_s: float = 30) -> list[object]:
+    """The payloads of a one-partition topic up to its first Completion; fails if none arrives in time."""
+    consumer = Consumer(confluent_consumer_config(settings, f"tests-{topic}"))
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    out: list[object] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not any(isinstance(p, Completion) for p in out):
+            assert time.monotonic() < deadline, f"no completion on {topic} after {timeout_s}s ({len(out)} messages)"
+            out += [decode_message(m).payload for m in consumer.consume(100, timeout=0.2) if not m.error()]
+    finally:
+        consumer.close()
+    return out
 
 
 async def _wait_committed(settings: Settings, spec: DeploymentSpec, expected: int, timeout_s: float = 20) -> int:
@@ -67,8 +88,15 @@ async def test_replica_serves_50_requests_and_answers_bad_input(
         producer = EventProducer(settings)
         producer.send_raw(spec.dispatch_topic, b"{not json", key=b"junk")
         producer.flush()
-        await asyncio.to_thread(publish, settings, spec.dispatch_topic, list(bad.values()) + good[25:])
-        ids = {r.request_id for r in good} | {r.request_id for r in bad.values()}
+        # A request from a waiting producer (reply topic), routed with a weight, on its alias's fallback deployment.
+        replies = reply_topic(f"t-{unique}")
+        ensure_topics(settings, [replies])
+        waited = make_request(f"{unique}-reply", spec.deployment_id, "Who waits?", max_tokens=4).model_copy(update={
+            "reply_to": replies.name, "routing_weight": 0.25,
+            "fallback": FallbackRecord(from_deployment="other", reason="timeout"),
+        })
+        await asyncio.to_thread(publish, settings, spec.dispatch_topic, [*bad.values(), *good[25:], waited])
+        ids = {r.request_id for r in good} | {r.request_id for r in bad.values()} | {waited.request_id}
         data = await asyncio.to_thread(reader.read_until, ids, 90, spec.dispatch_topic, 1)
         await asyncio.to_thread(reader.drain, 1.0)
 
@@ -88,20 +116,27 @@ async def test_replica_serves_50_requests_and_answers_bad_input(
             c = data.completions[req.request_id][0]
             assert c.finish_reason == "error" and c.error is not None and c.error.kind == kind, (kind, c)
             assert c.error.message
+        answer = data.completions[waited.request_id][0]
+        assert answer.error is None and answer.routing_weight == 0.25 and answer.fallback == waited.fallback
+        assert all(c.routing_weight is None and c.fallback is None for c in data.completions[good[0].request_id])
+        assert waited.request_id not in data.chunks  # its chunks went to its reply topic only
+        *chunks, reply = await asyncio.to_thread(_read_until_completion, settings, replies.name)
+        assert reply == answer and all(isinstance(c, CompletionChunk) for c in chunks)
+        assert "".join(c.text for c in chunks if isinstance(c, CompletionChunk)) == answer.text
         letters = [d for d in data.dead_letters if d.topic == spec.dispatch_topic]
         assert len(letters) == 1 and letters[0].original() == b"{not json" and letters[0].error_kind == "not_json"
 
         # The full path computes what the engine computes for the same rendered prompt (greedy).
         probe = good[7]
-        _, ids7 = render_prompt(probe, tiny_loaded)
-        direct: list[object] = []
+        _, ids7 = render_prompt(probe, tiny_loaded.tokenizer)
+        direct: list[EngineResult] = []
         eng = Engine(tiny_loaded)
         eng.submit(EngineRequest("d", ids7, SamplingParams(max_tokens=probe.params.max_tokens)), None, direct.append)
         while eng.has_work():
             eng.step()
-        assert data.completions[probe.request_id][0].text == direct[0].text  # type: ignore[attr-defined]
+        assert data.completions[probe.request_id][0].text == direct[0].text
 
-        assert await _wait_committed(settings, spec, 54) == 54  # every message done, then committed
+        assert await _wait_committed(settings, spec, 55) == 55  # every message done, then committed
         assert replica.stats.dead_lettered == 1 and replica.stats.errors == 3
     finally:
         reader.close()
@@ -123,9 +158,9 @@ async def test_backpressure_and_shutdown_release_lose_nothing(
     reader = Reader(settings)
     try:
         first, task = await _start(spec, settings, tiny_loaded)
-        deadline = time.monotonic() + 60
-        while first.stats.completed < 4 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        # Stop with requests queued behind the running ones: they cannot finish within the stop, so they are released.
+        await wait_until(lambda: first.stats.completed >= 4 and first.consumer.in_flight() >= 3, 120,
+                         "4 completions and 3 requests in flight")
         await first.stop()  # grace 0: whatever is in flight is released, not completed
         await task
         assert first.stats.max_in_flight <= spec.max_batch_size + spec.max_queued_requests
@@ -135,7 +170,7 @@ async def test_backpressure_and_shutdown_release_lose_nothing(
         assert done_by_first < len(reqs)
 
         second, task2 = await _start(spec, settings, tiny_loaded)
-        data = await asyncio.to_thread(reader.read_until, ids, 90)
+        data = await asyncio.to_thread(reader.read_until, ids, 300)  # a deadline: slow when the machine is busy
         assert set(data.completions) >= ids  # nothing lost across the shutdown
         for rid in ids:
             c = data.completions[rid][-1]

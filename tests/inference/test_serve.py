@@ -13,10 +13,10 @@ import ray
 from ray import serve
 
 from schemas.topics import dispatch_topic
+from services.core.kafka.admin import ensure_topics
+from services.core.settings import Settings
 from services.inference.serve_app import app_name, serve_deployment, stop_deployment
 from services.inference.spec import DeploymentSpec
-from services.kafka.admin import ensure_topics
-from services.settings import Settings
 from tests.inference.kafka_io import Reader, make_request, publish
 
 
@@ -26,7 +26,7 @@ def local_ray() -> Iterator[None]:
     try:
         yield
     finally:
-        serve.shutdown()
+        serve.shutdown()  # type: ignore[no-untyped-call]  # Ray Serve's shutdown() is unannotated
         ray.shutdown()
 
 

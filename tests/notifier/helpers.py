@@ -54,7 +54,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 key = self.headers.get(DEDUP_HEADER, "")
                 ok = verify_signature(receiver.secret, body, self.headers.get(SIGNATURE_HEADER))
@@ -74,7 +74,7 @@ class Receiver:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up waiting
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -114,7 +114,7 @@ def alert_event(
     alert_id: str, kind: str = "budget", severity: str = "warning", *, tenant: str = "acme",
     occurred_at: datetime | None = None, observed: dict[str, float] | None = None,
 ) -> Envelope[Alert]:
-    alert = Alert(alert_id=alert_id, kind=kind, severity=severity, title=f"{kind} alert {alert_id}",  # type: ignore[arg-type]
+    alert = Alert(alert_id=alert_id, kind=kind, severity=severity, title=f"{kind} alert {alert_id}",
                   detail="details", deployment_id="dep-1", observed=observed or {"value": 1.5})
     extra: dict[str, Any] = {} if occurred_at is None else {"occurred_at": occurred_at}
     return make_event(alert, source="test", tenant_id=tenant, **extra)

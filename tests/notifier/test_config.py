@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from schemas.alerts import Alert
+from services.core.resources import package_path
 from services.notifier.config import ConfigError, NotifierConfig, WebhookConfig, load_notifier_config, parse_notifier_config
-from services.settings import REPO_ROOT
 
 YAML = """
 console: false
@@ -27,7 +27,7 @@ group_id: g1
 
 
 def _alert(kind: str, severity: str) -> Alert:
-    return Alert(alert_id="a", kind=kind, severity=severity, title="t")  # type: ignore[arg-type]
+    return Alert(alert_id="a", kind=kind, severity=severity, title="t")
 
 
 def test_secret_env_is_resolved_by_the_loader_from_the_given_environment() -> None:
@@ -46,7 +46,7 @@ def test_missing_or_ambiguous_secrets_are_config_errors() -> None:
         parse_notifier_config(YAML.replace("secret_env: PAGER_SECRET", "secret_env: PAGER_SECRET\n    secret: x"),
                               environ={"PAGER_SECRET": "y"})
     with pytest.raises(ValueError, match="secret"):
-        WebhookConfig(name="w", url="http://127.0.0.1:9/", secret_env="NOT_RESOLVED")  # type: ignore[arg-type]
+        WebhookConfig(name="w", url="http://127.0.0.1:9/", secret_env="NOT_RESOLVED")
     with pytest.raises(ConfigError, match="unknown alert kind"):
         parse_notifier_config(YAML.replace("[drift, rollout]", "[drift, nope]"), environ={"PAGER_SECRET": "y"})
     with pytest.raises(ConfigError, match="nothing to notify"):
@@ -63,7 +63,7 @@ def test_filters_by_kind_and_minimum_severity() -> None:
 
 def test_example_config_loads(tmp_path: Path) -> None:
     env = {"LLMOPS_PAGER_WEBHOOK_SECRET": "p", "LLMOPS_CHAT_WEBHOOK_SECRET": "c"}
-    cfg = load_notifier_config(REPO_ROOT / "deploy" / "notifier.yaml", environ=env)
+    cfg = load_notifier_config(package_path("services.notifier", "notifier.yaml"), environ=env)
     assert [w.name for w in cfg.webhooks] == ["oncall-pager", "ml-team-chat"] and cfg.console
     # The consumer's poll interval leaves room for a whole batch of worst-case deliveries.
     assert cfg.max_poll_interval_ms() >= 1000 * cfg.retry.worst_case_s()

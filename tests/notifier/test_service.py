@@ -20,13 +20,14 @@ from schemas.deadletter import DeadLetter
 from schemas.envelope import utc_now
 from schemas.rollouts import RolloutEvent
 from schemas.topics import ALERTS, DEADLETTER
-from services.kafka.admin import ensure_topics
+from services.core.kafka.admin import ensure_topics
+from services.core.kafka.config import aiokafka_consumer_kwargs
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
+from services.core.signals import serve_until_signalled
 from services.infra.process import free_port
-from services.kafka.config import aiokafka_consumer_kwargs
-from services.kafka.producer import EventProducer
 from services.notifier.config import NotifierConfig
-from services.notifier.service import Notifier, NotifierTopics, run_notifier
-from services.settings import Settings
+from services.notifier.service import Notifier, NotifierTopics
 from tests.notifier.helpers import SECRET, Reply, alert_event, receiver, wait_until
 
 FAST_RETRY: dict[str, Any] = {"max_attempts": 3, "base_backoff_s": 0.05, "max_backoff_s": 0.2, "request_timeout_s": 2.0}
@@ -53,8 +54,8 @@ class Running:
         self.task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Notifier:
-        self.task = asyncio.create_task(self.notifier.run())
-        await wait_until(lambda: self.notifier.ready.is_set() or self.task.done(), 30, "the notifier to join")  # type: ignore[union-attr]
+        self.task = task = asyncio.create_task(self.notifier.run())
+        await wait_until(lambda: self.notifier.ready.is_set() or task.done(), 30, "the notifier to join")
         return self.notifier
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -97,7 +98,7 @@ async def test_each_alert_reaches_each_matching_webhook_exactly_once_after_one_f
         # The first event twice (a producer retry upstream), and one alert too old to page anyone about.
         _publish(local_stack, topics.alerts, [*events, events[0], stale])
         async with Running(local_stack, config, topics, console=out) as notifier:
-            await wait_until(lambda: notifier.stats.committed.get(f"{topics.alerts}/0") == 6, 30, "all 6 committed")
+            await wait_until(lambda: notifier.stats.consumer.committed.get(f"{topics.alerts}/0") == 6, 30, "all 6 committed")
 
         accepted = rx.accepted("/all")
         assert sorted(p.key for p in accepted) == sorted(str(e.event_id) for e in events)  # each exactly once
@@ -132,7 +133,7 @@ async def test_rejecting_and_unreachable_webhooks_fail_permanently_and_the_notif
         ])
         _publish(local_stack, topics.alerts, events)
         async with Running(local_stack, config, topics) as notifier:
-            await wait_until(lambda: notifier.stats.committed.get(f"{topics.alerts}/0") == 3, 30, "all committed")
+            await wait_until(lambda: notifier.stats.consumer.committed.get(f"{topics.alerts}/0") == 3, 30, "all committed")
         assert sorted(p.key for p in rx.accepted("/good")) == sorted(str(e.event_id) for e in events)
         bad = rx.posts_to("/bad")
         assert len(bad) == 3 and len({p.key for p in bad}) == 3  # one POST per alert: a 400 is not retried
@@ -158,7 +159,7 @@ async def test_restart_after_commit_does_not_resend_and_restart_before_commit_re
         config = _config(unique, [{"name": "hook", "url": rx.url("/h")}], retry=retry)
         _publish(local_stack, topics.alerts, [first])
         async with Running(local_stack, config, topics) as a:
-            await wait_until(lambda: a.stats.committed.get(f"{topics.alerts}/0") == 1, 30, "the first alert committed")
+            await wait_until(lambda: a.stats.consumer.committed.get(f"{topics.alerts}/0") == 1, 30, "the first alert committed")
 
         _publish(local_stack, topics.alerts, [second])
         async with Running(local_stack, config, topics) as b:
@@ -166,11 +167,11 @@ async def test_restart_after_commit_does_not_resend_and_restart_before_commit_re
             stop_asked = time.monotonic()
         # Stopping interrupted the 30 s backoff at once, and nothing was committed for the second alert.
         assert time.monotonic() - stop_asked < 10
-        assert b.stats.interrupted == 1 and b.stats.committed == {} and b.stats.delivered == {}
+        assert b.stats.interrupted == 1 and b.stats.consumer.committed == {} and b.stats.delivered == {}
         assert [p.key for p in rx.posts_to("/h")] == [k1, k2]  # the committed first alert was not resent
 
         async with Running(local_stack, config, topics) as c:
-            await wait_until(lambda: c.stats.committed.get(f"{topics.alerts}/0") == 2, 30, "the second alert committed")
+            await wait_until(lambda: c.stats.consumer.committed.get(f"{topics.alerts}/0") == 2, 30, "the second alert committed")
         posts = rx.posts_to("/h")
         assert [p.key for p in posts] == [k1, k2, k2]
         assert posts[1].body == posts[2].body and all(p.signature_ok for p in posts)
@@ -188,16 +189,17 @@ async def test_malformed_events_go_to_the_dead_letter_topic_and_the_loop_continu
         config = _config(unique, [{"name": "hook", "url": rx.url("/h")}])
         _publish(local_stack, topics.alerts, [b"not json {", rollout, good])
         async with Running(local_stack, config, topics) as notifier:
-            await wait_until(lambda: notifier.stats.committed.get(f"{topics.alerts}/0") == 3, 30, "all committed")
+            await wait_until(lambda: notifier.stats.consumer.committed.get(f"{topics.alerts}/0") == 3, 30, "all committed")
         assert [p.key for p in rx.accepted("/h")] == [str(good.event_id)]
-    assert notifier.stats.dead_letters == 2
+    assert notifier.stats.consumer.dead_lettered == 2
 
     consumer = AIOKafkaConsumer(topics.deadletter, **aiokafka_consumer_kwargs(local_stack, None))
     await consumer.start()
     letters: list[DeadLetter] = []
     try:
         deadline = time.monotonic() + 20
-        while len(letters) < 2 and time.monotonic() < deadline:
+        while len(letters) < 2:
+            assert time.monotonic() < deadline, f"only {len(letters)} of 2 dead letters after 20 s"
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 letters += [decode(r.value, r.headers, expect=DeadLetter).payload for r in records]
     finally:
@@ -208,18 +210,20 @@ async def test_malformed_events_go_to_the_dead_letter_topic_and_the_loop_continu
     assert letters[1].original() == encode(rollout)[0]
 
 
-async def test_run_notifier_prints_to_the_console_and_stops_on_sigterm(local_stack: Settings, unique: str) -> None:
-    """The CLI's entry point: console only, stopped the way a terminal or an orchestrator stops it."""
+async def test_the_notifier_prints_to_the_console_and_stops_on_sigterm(local_stack: Settings, unique: str) -> None:
+    """The CLI's way to run it: console only, stopped by SIGTERM through the shared signal helper."""
     topics = _topics(local_stack, unique)
     event = alert_event("cli", "unknown_model_price", "warning", observed={"requests": 3})
     _publish(local_stack, topics.alerts, [event])
     out = io.StringIO()
     config = NotifierConfig(console=True, group_id=f"notify.{unique}")
-    task = asyncio.create_task(run_notifier(local_stack, config, topics=topics, console=out))
+    notifier = Notifier(local_stack, config, topics=topics, console=out)
+    task = asyncio.create_task(serve_until_signalled(notifier.run(), notifier.stop))
     await wait_until(lambda: "unknown_model_price" in out.getvalue() or task.done(), 30, "the console line")
-    signal.raise_signal(signal.SIGTERM)  # at once: a graceful stop still commits the batch it printed
-    stats = await asyncio.wait_for(task, 20)
-    assert stats.printed == 1 and stats.committed == {f"{topics.alerts}/0": 1}
+    signal.raise_signal(signal.SIGTERM)  # at once: a graceful stop still commits what it printed
+    await asyncio.wait_for(task, 20)
+    stats = notifier.stats
+    assert stats.printed == 1 and stats.consumer.committed == {f"{topics.alerts}/0": 1}
     line, = out.getvalue().splitlines()
     assert " WARNING " in line and "[tenant acme, deployment dep-1]" in line and line.endswith("requests=3")
     assert line.startswith(event.occurred_at.strftime("%Y-%m-%dT%H:%M:%SZ"))

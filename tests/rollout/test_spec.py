@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.rollout.spec import SpecError, load_spec, parse_spec
-from services.settings import REPO_ROOT
 
 GOOD = {"alias": "chat", "stable": "chat-v1", "canary": "chat-v2", "gates": {"error_rate": {"threshold": 0.02}}}
 
 
 def test_example_spec_loads_with_every_gate() -> None:
-    spec = load_spec(REPO_ROOT / "deploy" / "rollouts" / "chat-canary.yaml")
-    assert spec.steps == [5, 25, 50, 100] and spec.failure_threshold == 2 and spec.analysis_interval_seconds == 60
+    spec = load_spec(Path(__file__).resolve().parents[2] / "deploy" / "rollouts" / "chat-canary.yaml")
+    assert spec.steps == [10, 25, 50, 100] and spec.alpha == 0.01 and spec.min_step_seconds == 30
+    assert spec.max_step_seconds == 1800 and spec.report_seconds == 10
     assert len(spec.gates.configured()) == 6
-    assert spec.weights(1) == {"chat-v1": pytest.approx(0.95), "chat-v2": pytest.approx(0.05)}
+    assert spec.gates.error_rate is not None and spec.gates.error_rate.resolved_max_ratio() == 1.0
+    assert spec.gates.slow_request_rate is not None and spec.gates.slow_request_rate.stable_quantile == 0.99
+    assert spec.weights(1) == {"chat-v1": pytest.approx(0.9), "chat-v2": pytest.approx(0.1)}
     assert spec.weights(4) == {"chat-v1": 0.0, "chat-v2": 1.0}
-    assert spec.lateness == 60
+
+
+def test_a_spec_of_the_interval_judge_still_loads() -> None:
+    old = {**GOOD, "analysis_interval_seconds": 30, "failure_threshold": 2, "lateness_seconds": 10, "alpha": 0.05,
+           "gates": {"error_rate": {"comparison": "difference", "threshold": 0.02, "severe_threshold": 0.2},
+                     "p95_latency_ratio": {"threshold": 1.5, "severe_threshold": 3.0},
+                     "cost_per_request_ratio": {"threshold": 1.3}}}
+    spec = parse_spec(old)
+    assert spec.gates.error_rate is not None
+    assert (spec.gates.error_rate.resolved_max_ratio(), spec.gates.error_rate.resolved_margin()) == (1.5, 0.02)
+    assert spec.min_step_seconds == 30 and spec.max_step_seconds == 1800  # the new fields' defaults
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -33,8 +46,11 @@ def test_example_spec_loads_with_every_gate() -> None:
     ({"gates": {"latency": {"threshold": 2}}}, "gates.latency: Extra inputs are not permitted"),
     ({"failure_threshold": 0}, "failure_threshold"),
     ({"min_samples": 0}, "min_samples"),
+    ({"min_step_seconds": 60, "max_step_seconds": 30}, "max_step_seconds 30.0 must be >= min_step_seconds 60.0"),
+    ({"gates": {"error_rate": {"max_ratio": 0.5, "margin": 0.1}}}, "gates.error_rate.max_ratio"),
+    ({"gates": {"slow_request_rate": {"stable_quantile": 0.3}}}, "gates.slow_request_rate.stable_quantile"),
 ])
-def test_invalid_specs_name_the_field(change: dict, message: str) -> None:
+def test_invalid_specs_name_the_field(change: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as err:
         parse_spec({**GOOD, **change}, source="x.yaml")
     assert message in str(err.value) and str(err.value).startswith("x.yaml: invalid rollout spec")

@@ -2,7 +2,8 @@
 
 Each text is 20,000 characters of one repeated unit chosen to feed a quantifier of some
 pattern (digits with separators, '::', '![a](http://x?a=', newlines, keywords...). A linear
-scan takes ~10 ms; the backtracking bugs this guards against took 10-60 s.
+scan takes ~10-50 ms; the backtracking bugs this guards against took 10-60 s. The limit is on the CPU time
+of this process, so other load on a shared machine does not make the test flaky.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ LIMIT_S = 0.75
 def test_linear_time_on_repetitive_input(unit: str) -> None:
     text = (unit * (20000 // len(unit) + 1))[:20000]
     for fn in (scan_pii, scan_injection, scan_toxicity):
-        start = time.perf_counter()
+        fn("warm up: load models before timing")
+        start = time.process_time()
         fn(text)
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         assert elapsed < LIMIT_S, f"{fn.__name__} took {elapsed:.2f}s on {unit!r} * n"
 
 

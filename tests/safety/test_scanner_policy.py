@@ -1,15 +1,13 @@
-"""scan(): findings, policy actions, redaction of stored text, blocking; policies from files; counters."""
+"""scan(): findings, policy actions, redaction of stored text, blocking; policies from files."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from streams.safety.counters import MinuteCounter, minute_of
 from streams.safety.policy import SafetyPolicy, TenantPolicies, load_policies
 from streams.safety.scanner import scan
 
@@ -102,20 +100,3 @@ def test_invalid_policy_rejected(tmp_path: Path) -> None:
         load_policies(bad)
     with pytest.raises(ValidationError):
         TenantPolicies.model_validate({"default": {"unknown_field": 1}})
-
-
-def test_minute_counter_per_deployment_per_minute() -> None:
-    t0 = datetime(2026, 1, 1, 10, 0, 30, tzinfo=timezone.utc)
-    counter = MinuteCounter()
-    counter.add(scan("r1", "dep-a", "prompt", TEXT).findings, t0)
-    counter.add(scan("r2", "dep-a", "prompt", "mail bob@acme.io").findings, t0 + timedelta(seconds=20))
-    counter.add(scan("r3", "dep-b", "prompt", "mail bob@acme.io").findings, t0 + timedelta(seconds=40))  # next minute
-    assert counter.drain(t0) == []  # minute 10:00 not closed yet
-    rows = counter.drain(datetime(2026, 1, 1, 10, 1, 0, tzinfo=timezone.utc))
-    pii = [r for r in rows if r.category == "pii"]
-    assert [(r.deployment_id, r.minute, r.count) for r in pii] == [("dep-a", minute_of(t0), 3)]
-    assert {r.category for r in rows} == {"pii", "prompt_injection", "toxicity"}
-    assert len(counter) == 1  # dep-b's 10:01 bucket is still open
-    later = counter.drain(datetime(2026, 1, 1, 10, 2, tzinfo=timezone.utc))
-    assert [(r.deployment_id, r.count) for r in later] == [("dep-b", 1)]
-    assert len(counter) == 0

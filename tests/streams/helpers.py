@@ -1,23 +1,30 @@
-"""Helpers for the stream worker tests: per-test topics and config, a worker in a thread, events, polling."""
+"""Helpers for the stream worker tests: per-test topics and config, the worker as a process, events, polling."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import os
+import signal
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from schemas import Completion, Feedback, InferenceRequest, Message, make_event
-from services.clickhouse.client import connect
-from services.kafka.producer import EventProducer
-from services.settings import Settings
-from streams.app import StreamsApp
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas import Completion, DeploymentWindow, Feedback, InferenceRequest, Message, decode, make_event
+from services.core.clickhouse.client import connect
+from services.core.kafka.config import confluent_consumer_config
+from services.core.kafka.producer import EventProducer
+from services.core.settings import Settings
+from streams.app import prepare
 from streams.config import StreamsConfig
-from streams.worker import prepare
 
 T = TypeVar("T")
+READY = "streams: ready; assigned"
 
 
 def make_config(unique: str, tmp: Path, **overrides: Any) -> StreamsConfig:
@@ -27,56 +34,72 @@ def make_config(unique: str, tmp: Path, **overrides: Any) -> StreamsConfig:
         requests_topic=f"t-{unique}.requests", completions_topic=f"t-{unique}.completions",
         feedback_topic=f"t-{unique}.feedback", safety_topic=f"t-{unique}.safety",
         alerts_topic=f"t-{unique}.alerts", deadletter_topic=f"t-{unique}.deadletter",
-        windows_topic=f"t-{unique}.windows", window_seconds=60, window_grace_s=1.0,
-        batch_size=200, batch_interval_s=0.3, aggregate_interval_s=0.5, retry_initial_s=0.2, retry_max_s=2.0,
+        windows_topic=f"t-{unique}.windows", batch_size=200, batch_interval_s=0.2, commit_interval_s=0.5,
+        aggregate_interval_s=0.5, retry_initial_s=0.2, retry_max_s=2.0,
         policies_path=None, budgets_path=None, drift_enabled=False,
     )
     base.update(overrides)
     return StreamsConfig(**base)
 
 
-class WorkerThread:
-    """A StreamsApp running in its own thread and event loop; ``stop`` ends it cleanly."""
+class WorkerProcess:
+    """The stream worker (``python -m streams.worker``) as a child process, with its log in a file."""
 
-    def __init__(self, settings: Settings, config: StreamsConfig) -> None:
+    def __init__(self, settings: Settings, config: StreamsConfig, workdir: Path, name: str = "worker") -> None:
         self.settings = settings
         self.config = config
-        self.app: StreamsApp | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, daemon=True)
-        self._started = threading.Event()
+        self.config_file = workdir / f"{name}.json"
+        self.log_file = workdir / f"{name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_start = 0
 
-    def _main(self) -> None:
-        async def go() -> None:
-            self.loop = asyncio.get_running_loop()
-            self.app = StreamsApp(self.settings, self.config)
-            self._started.set()
-            await self.app.run()
-
-        try:
-            asyncio.run(go())
-        except BaseException as exc:  # noqa: BLE001 - reported by stop()
-            self.error = exc
-            self._started.set()
-
-    def start(self, timeout_s: float = 30.0) -> WorkerThread:
+    def start(self, timeout_s: float = 60.0, wait_ready: bool = True) -> WorkerProcess:
         prepare(self.settings, self.config)
-        self._thread.start()
-        self._started.wait(timeout_s)
-        wait_until(lambda: self.error is not None or (self.app is not None and self.app.ready.is_set()), timeout_s,
-                   "worker joined its group")
-        if self.error:
-            raise self.error
+        self.config_file.write_text(self.config.model_dump_json())
+        self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
+        with self.log_file.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.worker", "--config", str(self.config_file)],
+                env={**os.environ, **self.settings.to_env()}, stdout=out, stderr=subprocess.STDOUT)
+        if wait_ready:
+            self.wait_ready(timeout_s)
         return self
 
-    def stop(self, timeout_s: float = 30.0) -> None:
-        if self.loop is not None and self.app is not None and self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.app.stop)
-        self._thread.join(timeout_s)
-        assert not self._thread.is_alive(), "worker did not stop"
-        if self.error:
-            raise self.error
+    def log(self) -> str:
+        """What this run of the process logged so far."""
+        if not self.log_file.exists():
+            return ""
+        with self.log_file.open("rb") as f:
+            f.seek(self._log_start)
+            return f.read().decode("utf-8", errors="replace")
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until the worker logged an assignment that includes the completions topic."""
+        topic = self.config.completions_topic
+        wait_until(lambda: self.exited() or any(READY in line and f"{topic}/" in line for line in self.log().splitlines()),
+                   timeout_s, "the worker was assigned its partitions")
+        assert not self.exited(), f"the worker exited: {self.log()[-3000:]}"
+
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit status (a worker that does not stop in time is killed: an error)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise AssertionError(f"the worker did not stop within {timeout_s}s: {self.log()[-3000:]}") from None
+        return self.proc.returncode
 
 
 def wait_until(cond: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
@@ -97,6 +120,52 @@ def scalar(settings: Settings, sql: str, **params: Any) -> Any:
 
 def rows(settings: Settings, sql: str, **params: Any) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in connect(settings).query(sql, parameters=params).result_rows]
+
+
+def committed(settings: Settings, group: str, topics: list[str], partitions: int = 6) -> int:
+    """The sum of the group's committed offsets over these topics (0 for a partition never committed)."""
+    consumer = Consumer(confluent_consumer_config(settings, group))
+    try:
+        tps = consumer.committed([TopicPartition(t, p) for t in topics for p in range(partitions)], timeout=10)
+        return sum(tp.offset for tp in tps if tp.offset >= 0)
+    finally:
+        consumer.close()
+
+
+class TopicReader:
+    """Reads a topic from the beginning (its own group), accumulating every message seen."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = Consumer(confluent_consumer_config(settings, f"check-{uuid.uuid4().hex[:8]}"))
+        self.consumer.subscribe([topic])
+        self.values: list[bytes] = []
+
+    def poll(self) -> list[bytes]:
+        for m in self.consumer.consume(1000, 0.3):
+            if m.error() is None:
+                value = m.value()
+                assert value is not None, f"a message without a value on {m.topic()}"  # these topics carry events only
+                self.values.append(value)
+        return self.values
+
+    def until(self, cond: Callable[[list[bytes]], bool], timeout_s: float, what: str) -> list[bytes]:
+        wait_until(lambda: cond(self.poll()), timeout_s, what)
+        return self.values
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+FragmentKey = tuple[str, datetime, int | None, str | None, str | None]
+
+
+def latest_fragments(values: list[bytes]) -> dict[FragmentKey, DeploymentWindow]:
+    """The latest copy of each published fragment: (deployment, window start, source partition, prompt id and version)."""
+    out: dict[FragmentKey, DeploymentWindow] = {}
+    for value in values:
+        w = decode(value, expect=DeploymentWindow).payload
+        out[(w.deployment_id, w.window_start, w.source_partition, w.prompt_id, w.prompt_version)] = w
+    return out
 
 
 def request_event(tenant: str, rid: str, text: str = "hello", deployment: str = "dep-a") -> Any:

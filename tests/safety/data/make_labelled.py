@@ -84,9 +84,7 @@ def _mod97(s: str) -> int:
 def gen_iban(rng: random.Random, valid: bool = True) -> str:
     cc = rng.choice(sorted(_IBAN_BBAN))
     n = _IBAN_BBAN[cc]
-    if cc in ("GB", "IE"):
-        bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4)) + "".join(rng.choice(string.digits) for _ in range(n - 4))
-    elif cc == "NL":
+    if cc in ("GB", "IE") or cc == "NL":
         bban = "".join(rng.choice(string.ascii_uppercase) for _ in range(4)) + "".join(rng.choice(string.digits) for _ in range(n - 4))
     else:
         bban = "".join(rng.choice(string.digits) for _ in range(n))
@@ -301,7 +299,6 @@ PII_NEGATIVES: list[tuple[str, str]] = [
     ("test SSN 912-34-5678", "SSN area 9xx"),
     ("SSN 123-00-4567 has a zero group", "SSN group 00"),
     ("SSN 123-45-0000 has a zero serial", "SSN serial 0000"),
-    ("The famous wallet SSN 078-05-1120", "advertising SSN"),
     ("NI number QQ123456C", "NINO with invalid first letter"),
     ("NINO BG123456A is administrative", "NINO with banned prefix"),
     ("Part number AB1234567 in stock", "not a NINO (7 digits)"),
@@ -340,6 +337,7 @@ PII_HARD_POSITIVES: list[tuple[str, list[tuple[str, str]]]] = [
     ("AWS: AKIAIOSFODNN7EXAMPLE / wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", [("AKIAIOSFODNN7EXAMPLE", "aws_access_key")]),
     ("aws_secret_access_key=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", [("wJalrXUtnFEMI7K7MDENG8bPxRfiCY9z8Qp3LkM2", "generic_secret")]),
     ("{\"password\": \"Tr0ub4dor&3xY9qLm2Zp\"}", [("Tr0ub4dor&3xY9qLm2Zp", "generic_secret")]),
+    ("The famous wallet SSN 078-05-1120 was issued to a real person", [("078-05-1120", "us_ssn")]),
     ("Card: 5555-5555-5555-4444. SSN: 536-22-1234. Mail: j@k.io", [("5555-5555-5555-4444", "credit_card"), ("536-22-1234", "us_ssn"), ("j@k.io", "email")]),
 ]
 
@@ -366,7 +364,7 @@ def pii_cases(rng: random.Random) -> list[Case]:
     for _ in range(20):
         kinds = rng.sample(["email", "phone", "credit_card", "iban", "us_ssn", "ipv4", "openai_key"], 2)
         parts = ["Hi, ", "", " and ", "", " — thanks."]
-        spans: list[dict[str, Any]] = []
+        spans = []
         text = parts[0]
         for j, kind in enumerate(kinds):
             value = GENERATORS[kind](rng)

@@ -1,0 +1,60 @@
+"""Graceful stop on SIGINT and SIGTERM for every long-running command (Kubernetes stops pods with SIGTERM).
+
+:func:`run_until_signalled` runs a service's coroutine in a fresh event loop. The first SIGINT or SIGTERM
+calls the service's own ``stop`` (finish or release in-flight work, commit what is done) and the
+coroutine returns normally; a second signal cancels it outright. Every command that runs until stopped
+(router, stream worker, judge, notifier, gateway) goes through here, so they all stop the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(RuntimeError):
+    """A second signal arrived while the service was still stopping: it was cancelled."""
+
+
+async def serve_until_signalled(main: Awaitable[T], stop: Callable[[], None]) -> T:
+    """Await ``main`` in the running loop; the first stop signal calls ``stop``, a second one cancels ``main``."""
+    loop = asyncio.get_running_loop()
+    task: asyncio.Future[T] = asyncio.ensure_future(main)
+    seen: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        seen.append(sig)
+        if len(seen) == 1:
+            log.info("%s received: stopping gracefully (send it again to stop at once)", sig.name)
+            stop()
+        else:
+            log.warning("%s received again: cancelling", sig.name)
+            task.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if len(seen) > 1:
+            raise Interrupted(f"cancelled by a second {seen[-1].name}") from None
+        raise
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+
+
+def run_until_signalled(main: Callable[[], Awaitable[T]], stop: Callable[[], None]) -> T:
+    """Run ``main()`` in a new event loop until it returns; SIGINT/SIGTERM stop it through ``stop``."""
+
+    async def go() -> T:
+        return await serve_until_signalled(main(), stop)
+
+    return asyncio.run(go())

@@ -1,0 +1,1 @@
+"""Kubernetes resources generated from the project's catalogs (``llmops k8s ...``)."""

@@ -1,0 +1,1 @@
+"""The prompt registry: versioned prompt templates on ``llm.prompts``, rendered in a sandbox before dispatch."""

@@ -1,1 +1,0 @@
-"""ClickHouse side of the stream agents: a retrying writer, the rows of the stream tables, and aggregate recomputation."""
