@@ -30,7 +30,7 @@ from faust.types import TP
 
 from schemas.topics import TOPICS, TopicSpec
 from services.core.clickhouse.migrations import migrate
-from services.core.faust_runtime import BatchGuard, batch_agent, guarded_timer, make_app, publish
+from services.core.faust_runtime import BatchGuard, batch_agent, guarded_task, guarded_timer, make_app, publish
 from services.core.kafka.admin import ensure_topics
 from services.core.settings import Settings, get_settings
 from streams.config import StreamsConfig
@@ -89,7 +89,7 @@ def create_app(settings: Settings, config: StreamsConfig) -> faust.App:
     guarded_timer(app, 2.0, pipeline.retry_parked_feedback, "streams.windows.parked")
     guarded_timer(app, cfg.aggregate_interval_s, pipeline.flush_aggregates, "streams.aggregates")
     guarded_timer(app, 1.0, pipeline.check_drift, "streams.drift")
-    guarded_timer(app, 2.0, pipeline.rollout_flags.poll, "streams.review.rollouts")
+    guarded_task(app, pipeline.rollout_flags.run, "streams.review.rollouts")
 
     async def log_stats() -> None:
         log.info("streams: stats %s", "; ".join(
@@ -109,7 +109,7 @@ def create_app(settings: Settings, config: StreamsConfig) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        await pipeline.rollout_flags.stop()
+        pipeline.rollout_flags.stop()
         if pipeline.drift is not None:
             pipeline.drift.close()
 

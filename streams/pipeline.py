@@ -39,6 +39,7 @@ from schemas.envelope import Envelope
 from schemas.feedback import Feedback
 from schemas.requests import InferenceRequest
 from schemas.review import ReviewItem
+from schemas.rollouts import RolloutEvent
 from schemas.safety import SafetyFinding
 from services.core import metrics
 from services.core.clickhouse.raw_tables import (
@@ -52,7 +53,7 @@ from services.core.clickhouse.raw_tables import (
     request_row,
 )
 from services.core.faust_runtime import OutMessage, Record
-from services.core.kafka.config import aiokafka_consumer_kwargs
+from services.core.kafka.follower import CompactedFollower
 from services.core.settings import Settings
 from streams.concerns.aggregates import MinuteAggregator
 from streams.concerns.alerts import AlertIngest, AlertPublisher, Incidents
@@ -60,7 +61,7 @@ from streams.concerns.cost import COST_COLUMNS, Costs, load_budgets
 from streams.concerns.deadletters import INGEST_CONSUMER, DeadLetterIngest, dead_letter_messages
 from streams.concerns.decode import DecodedBatch, dead_letter, decode_batch, position
 from streams.concerns.drift import Drift
-from streams.concerns.review import REVIEW_COLUMNS, ReviewQueue, RolloutFlagReader, ScoredCompletion
+from streams.concerns.review import REVIEW_COLUMNS, ReviewQueue, ScoredCompletion
 from streams.concerns.safety import SAFETY_COLUMNS, Safety, TextToStore, load_tenant_policies
 from streams.concerns.safety_spike import SafetySpikes
 from streams.concerns.sink import Sink
@@ -139,7 +140,9 @@ class Pipeline:
         self.safety = Safety(load_tenant_policies(cfg.policies_path))
         self.costs = Costs(PriceTable.load(cfg.prices_path), load_budgets(cfg.budgets_path))
         self.review = ReviewQueue(cfg.review)
-        self.rollout_flags = RolloutFlagReader(self.review, aiokafka_consumer_kwargs(settings, None), cfg.rollouts_topic)
+        self.rollout_flags = CompactedFollower(settings, [cfg.rollouts_topic],
+                                               lambda event, _: self.review.rollout_update(event.payload),
+                                               expect=RolloutEvent, poll_ms=500, name="review rollouts")
         self.alerts = AlertPublisher(publish, self.sink.writer("alerts"), cfg.alerts_topic)
         self.aggregator = MinuteAggregator(self.sink.writer("aggregates"))
         self.drift = Drift(cfg, self.sink.writer("drift"), self.alerts) if cfg.drift_enabled else None

@@ -19,7 +19,8 @@ broker and documented in the README, "Faust apps"):
 
 So every app comes from :func:`make_app` (those settings, agent concurrency 1 by :func:`batch_agent`, web server
 off unless asked for, then bound to 127.0.0.1), every agent is a :func:`batch_agent` running a
-:class:`BatchGuard`, and every periodic job is a :func:`guarded_timer`. Delivery is at-least-once, so every
+:class:`BatchGuard`, every periodic job is a :func:`guarded_timer` and every long-running background job (following a
+compacted topic) a :func:`guarded_task`. Delivery is at-least-once, so every
 side effect must be idempotent (ClickHouse ReplacingMergeTree keys, deterministic event ids).
 """
 
@@ -319,3 +320,24 @@ def guarded_timer(app: faust.App, interval_s: float, job: Callable[[], Awaitable
 
     tick.__name__ = tick.__qualname__ = name.replace(".", "_").replace("-", "_")
     app.timer(interval_s, name=name)(tick)
+
+
+def guarded_task(app: faust.App, job: Callable[[], Awaitable[None]], name: str, retry_s: float = 5.0) -> None:
+    """Run the long-running ``job`` on every worker from start until it returns (it was stopped); a failure is
+    logged and ``job`` starts again after ``retry_s``."""
+
+    async def supervise() -> None:
+        while True:
+            try:
+                await job()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Fatal as exc:
+                hard_exit(f"task {name}: {exc}")
+            except Exception:  # a background job never takes the worker down
+                log.exception("task %s failed; it starts again in %.1fs", name, retry_s)
+            await asyncio.sleep(retry_s)
+
+    supervise.__name__ = supervise.__qualname__ = name.replace(".", "_").replace("-", "_")
+    app.task(supervise)

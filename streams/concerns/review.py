@@ -98,50 +98,6 @@ def _in(band: tuple[float, float], score: float) -> bool:
     return band[0] <= score < band[1]
 
 
-class RolloutFlagReader:
-    """Feeds a ``ReviewQueue`` the rollout decisions: reads the rollouts topic from the beginning, then as it grows.
-
-    Every worker reads the whole (compacted, one-partition) topic without a consumer group, so each knows every
-    flagged canary whichever completions partitions it owns. ``poll`` is called on a timer; it never blocks.
-    """
-
-    def __init__(self, queue: ReviewQueue, consumer_kwargs: dict[str, Any], topic: str) -> None:
-        self.queue = queue
-        self.kwargs = consumer_kwargs
-        self.topic = topic
-        self.consumer: Any = None
-        self.read = 0
-
-    async def poll(self) -> None:
-        from aiokafka import AIOKafkaConsumer
-
-        from schemas.codec import DecodeError, decode
-        from services.core.kafka.from_beginning import assign_from_beginning
-
-        if self.consumer is None:
-            consumer = AIOKafkaConsumer(**self.kwargs)
-            await consumer.start()
-            try:
-                await assign_from_beginning(consumer, [self.topic])
-            except Exception:
-                await consumer.stop()
-                raise
-            self.consumer = consumer
-        batches = await self.consumer.getmany(timeout_ms=0, max_records=1000)
-        for records in batches.values():
-            for rec in records:
-                try:
-                    self.queue.rollout_update(decode(rec.value, rec.headers, expect=RolloutEvent).payload)
-                except DecodeError:
-                    continue  # the rollouts topic has one writer (the judge); a bad record there is not ours to fix
-                self.read += 1
-
-    async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
-
-
 class ReviewQueue:
     """Decides per batch which completions and feedback go to review; remembers flagged rollout canaries."""
 

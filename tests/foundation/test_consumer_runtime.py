@@ -9,6 +9,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaTimeoutError
 from confluent_kafka import Consumer
@@ -22,6 +23,7 @@ from services.core.kafka.config import aiokafka_consumer_kwargs, confluent_consu
 from services.core.kafka.consumer import PROCESSING_FAILED, GroupConsumer, Handler, Record, Work
 from services.core.kafka.deadletters import dead_letter_id
 from services.core.kafka.follower import CompactedFollower
+from services.core.kafka.from_beginning import TopicMissing, assign_from_beginning, caught_up
 from services.core.kafka.producer import EventProducer
 from services.core.settings import Settings
 from services.core.signals import serve_until_signalled
@@ -256,6 +258,42 @@ async def test_follower_rebuilds_state_skips_bad_events_and_keeps_following(loca
     finally:
         follower.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_reading_from_the_beginning_finds_a_topic_created_after_the_consumer_started(
+    local_stack: Settings, unique: str,
+) -> None:
+    # The consumer's metadata comes from its start; the topic does not exist yet then. Assigning from that
+    # metadata would assign no partitions: nothing read, ever, and "caught up" at once.
+    consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(local_stack, None, fetch_max_wait_ms=50))
+    await consumer.start()
+    try:
+        topic = f"t.late.{unique}"
+        ensure_topics(local_stack, [TopicSpec(topic, Feedback, "request_id", 2, cleanup_policy="compact", retention_ms=None)])
+        _publish(local_stack, topic, ["k1", "k2"])
+        tps = await assign_from_beginning(consumer, [topic], timeout_s=30)
+        assert sorted(tp.partition for tp in tps) == [0, 1]
+        read: list[str] = []
+
+        async def both_read() -> None:
+            while len(read) < 2:
+                for records in (await consumer.getmany(timeout_ms=200)).values():
+                    read.extend(decode(r.value, expect=Feedback).payload.request_id for r in records if r.value)
+
+        await asyncio.wait_for(both_read(), 30)
+        assert sorted(read) == ["k1", "k2"] and await caught_up(consumer, tps)
+    finally:
+        await consumer.stop()
+
+
+async def test_reading_a_topic_that_does_not_exist_fails_with_its_name(local_stack: Settings, unique: str) -> None:
+    consumer = AIOKafkaConsumer(**aiokafka_consumer_kwargs(local_stack, None))
+    await consumer.start()
+    try:
+        with pytest.raises(TopicMissing, match=f"t.absent.{unique}"):
+            await assign_from_beginning(consumer, [f"t.absent.{unique}"], timeout_s=1.0)
+    finally:
+        await consumer.stop()
 
 
 async def test_follower_reports_a_failure_instead_of_waiting(local_stack: Settings) -> None:

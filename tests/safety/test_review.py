@@ -159,8 +159,8 @@ def test_gray_band_completion_is_queued_and_its_human_label_reaches_the_feedback
                                         model_name="gpt-4o-mini"), source="test", tenant_id=tenant)
         p.send(config.completions_topic, flagged, key=f"{unique}-3")
         p.flush()
-        third = wait_until(lambda: [i for i in pending(settings, tenant=tenant) if i.request_id == f"{unique}-3"], 60,
-                           "the rollout-flagged completion in the queue")
+        third = worker.wait_until(lambda: [i for i in pending(settings, tenant=tenant) if i.request_id == f"{unique}-3"],
+                                  60, "the rollout-flagged completion in the queue")
         assert third[0].reasons == ["rollout_flag"] and "failed gates: error_rate" in third[0].detail
 
         # 2. a human labels the gray-band one; the worker stores it like any feedback; it leaves the queue

@@ -80,6 +80,14 @@ class WorkerProcess:
                    timeout_s, "the worker was assigned its partitions")
         assert not self.exited(), f"the worker exited: {self.log()[-3000:]}"
 
+    def wait_until(self, cond: Callable[[], T], timeout_s: float, what: str) -> T:
+        """:func:`wait_until`, with this worker's state and the tail of its log in the failure message."""
+        try:
+            return wait_until(cond, timeout_s, what)
+        except AssertionError as exc:
+            state = f"exited with {self.proc.returncode}" if self.exited() and self.proc else "running"
+            raise AssertionError(f"{exc}; the worker is {state}; its log ends: {self.log()[-4000:]}") from None
+
     def exited(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
 

@@ -72,6 +72,8 @@ class CompactedFollower:
                         self._apply(record)
                 if not self.ready.is_set() and await caught_up(consumer, tps):
                     self.ready.set()
+                    log.info("%s: read %s to the end (%d partition(s)): %d applied, %d skipped", self.name,
+                             ", ".join(self.topics), len(tps), self.applied, self.skipped)
         finally:
             await consumer.stop()
 
