@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from schemas.safety import SafetyFinding, SafetySpan
@@ -164,8 +164,12 @@ class Scanner:
 
     def scan_batch(self, items: Sequence[ScanItem]) -> list[ScanResult]:
         """Detect every item's text (once per distinct text) and apply each item's policy."""
-        detections = self.detect_batch([it.text for it in items], [it.scanned in self.learned_on for it in items])
-        return [apply_policy(it, det) for it, det in zip(items, detections, strict=True)]
+        scored = [it.scanned in self.learned_on for it in items]
+        detections = self.detect_batch([it.text for it in items], scored)
+        # a text's detection may carry a learned score from its use as a prompt (same batch, or the cache); an
+        # item of a part the learned layer does not score is judged without it
+        return [apply_policy(it, det if learned else replace(det, learned=None))
+                for it, det, learned in zip(items, detections, scored, strict=True)]
 
 
 def apply_policy(item: ScanItem, det: Detection) -> ScanResult:

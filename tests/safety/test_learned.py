@@ -13,6 +13,7 @@ import subprocess
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -97,6 +98,25 @@ def test_learned_flag_alone_never_blocks_unless_the_policy_says_so(scanner: Scan
     assert {s.kind for s in finding.spans} == {LEARNED_KIND}
     strict = SafetyPolicy(prompt_injection="block", learned_injection_blocks=True)
     assert scanner.scan_batch([ScanItem("r", "d", "prompt", text, strict)])[0].blocked
+
+
+def test_a_completion_is_judged_without_the_learned_layer_even_when_its_text_was_scanned_as_a_prompt(
+    scanner: Scanner,
+) -> None:
+    rows = [json.loads(line) for line in HANDWRITTEN.read_text(encoding="utf-8").splitlines() if line.strip()]
+    attacks = [r["text"] for r in rows if r["label"]]
+    text = next(t for t, d in zip(attacks, scanner.detect_batch(attacks), strict=True)
+                if d.learned_flag and d.injection.score < 0.5)  # flagged by the learned layer alone (now cached)
+
+    def injection(scanned: Literal["prompt", "completion"]) -> list[str]:
+        result = scanner.scan_batch([ScanItem("r", "d", scanned, text)])[0]
+        return [f.category for f in result.findings if f.category == "prompt_injection"]
+
+    assert injection("prompt") == ["prompt_injection"]
+    assert injection("completion") == []  # from the cache
+    both = scanner.scan_batch([ScanItem("r", "d", "prompt", text), ScanItem("r", "d", "completion", text)])  # one batch
+    assert [any(f.category == "prompt_injection" for f in r.findings) for r in both] == [True, False]
+    assert both[1].injection_score < 0.5
 
 
 def test_a_text_is_detected_once(scanner: Scanner) -> None:
