@@ -53,7 +53,7 @@ from streams.safety.toxicity import TOXICITY_THRESHOLD, scan_toxicity  # noqa: E
 
 LABELLED = ROOT / "tests" / "safety" / "data" / "labelled.jsonl"
 TOXICITY_SET = ROOT / "tests" / "safety" / "data" / "toxicity_handwritten.jsonl"
-BEFORE_REF = "9eb7edd"  # the pattern-only scanner, last commit before the layered one
+BEFORE_REF = "ad71117"  # the seed's main: the pattern-only scanner this project started from
 _BASELINE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 
 
