@@ -24,8 +24,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -59,19 +60,37 @@ FINAL_ACTIONS = ("rollback", "promote", "abort")
 
 
 @dataclass(frozen=True)
+class EngineOptions:
+    """The builtin engine's optimizations, for both deployments (so the canary differs only by its generation config)."""
+
+    quantization: Literal["int8"] | None = None
+    speculative_tokens: int = 0
+    prefix_caching: bool = True  # the synthetic users share a system prompt
+
+    def describe(self) -> str:
+        parts = [f"quantization {self.quantization}" if self.quantization else "fp32",
+                 f"prompt-lookup speculation of {self.speculative_tokens} tokens" if self.speculative_tokens else "",
+                 "prefix caching" if self.prefix_caching else "no prefix caching"]
+        return ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
 class DemoOptions:
     healthy: bool = False
     rate_per_s: float = 2.0
     warmup_s: float = 30.0
     timeout_s: float = 600.0
     keep_running: bool = True
+    engine: EngineOptions = field(default_factory=EngineOptions)
 
 
-def deployment_specs(healthy: bool) -> tuple[DeploymentSpec, DeploymentSpec]:
-    """Stable and canary: the same small model; the bad canary's generation config rambles."""
+def deployment_specs(healthy: bool, engine: EngineOptions | None = None) -> tuple[DeploymentSpec, DeploymentSpec]:
+    """Stable and canary: the same small model and engine options; the bad canary's generation config rambles."""
+    engine = engine or EngineOptions()
     base = DeploymentSpec.from_yaml(resolve_spec_path("smollm2-cpu")).model_dump()
     common = {**base, "model_alias": ALIAS, "num_replicas": 1, "max_batch_size": 8, "max_queued_requests": 16,
-              "shutdown_grace_s": 5.0, "prefix_caching": True}
+              "shutdown_grace_s": 5.0, "prefix_caching": engine.prefix_caching, "quantization": engine.quantization,
+              "speculative_tokens": engine.speculative_tokens}
     stable = DeploymentSpec.model_validate({**common, "deployment_id": STABLE, "model_version": "v1",
                                             "generation": {"max_tokens": 24, "temperature": 0.0}})
     # The bad canary samples at temperature 1.0 with room for 96 tokens: this small model then rarely stops early,
@@ -330,11 +349,11 @@ def run_demo(settings: Settings, opts: DemoOptions, echo: Echo = print) -> bool:
     echo(f"== stream worker started (pid {worker.pid}, log {settings.data_dir / 'run' / 'demo-streams.log'})")
     judge = _start_child(settings, "judge", ["services.rollout.judge_app", "--log-level", "WARNING"])
     echo(f"== judge started (pid {judge.pid}, log {settings.data_dir / 'run' / 'demo-judge.log'})")
-    stable, canary = deployment_specs(opts.healthy)
+    stable, canary = deployment_specs(opts.healthy, opts.engine)
     try:
         echo(f"== starting Ray Serve: {STABLE} (max_tokens 24) and {CANARY} "
              f"({'same config' if opts.healthy else 'max_tokens 96, temperature 1.0: rambles'}), "
-             f"model {stable.reported_model_name}")
+             f"model {stable.reported_model_name}, builtin engine: {opts.engine.describe()}")
         # Replica logs (model loading progress bars) go to Ray's log files, not to this console.
         ray.init(log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING)
         _sigterm_as_sigint()  # after ray.init, which installs a SIGTERM handler that aborts the driver

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from services.demo.run import CANARY, STABLE, deployment_specs, rollout_spec, streams_config
+from services.demo.run import CANARY, STABLE, EngineOptions, deployment_specs, rollout_spec, streams_config
 from services.demo.traffic import grade
 
 
@@ -17,6 +17,12 @@ def test_bad_canary_rambles_and_healthy_canary_matches_stable() -> None:
     assert stable.prefix_caching and bad.prefix_caching  # the users share a system prompt
     _, healthy = deployment_specs(healthy=True)
     assert healthy.generation == stable.generation and healthy.model_version != stable.model_version
+
+
+def test_engine_options_reach_both_specs() -> None:
+    options = EngineOptions(quantization="int8", speculative_tokens=3, prefix_caching=False)
+    for spec in deployment_specs(healthy=False, engine=options):
+        assert (spec.quantization, spec.speculative_tokens, spec.prefix_caching) == ("int8", 3, False)
 
 
 def test_rollout_and_stream_settings_fit_together() -> None:

@@ -28,3 +28,21 @@ def test_int8_engine_matches_int8_generate(tiny_model_dir: Path) -> None:
 def test_int8_needs_cpu_and_float32(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="int8 quantization runs on cpu with float32"):
         load_model(str(tiny_model_dir), device="cpu", dtype="bfloat16", quantization="int8")
+
+
+def test_a_specs_builtin_options_reach_the_engine(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from services.inference.backends import build_engine
+    from services.inference.spec import DeploymentSpec
+
+    spec = DeploymentSpec(deployment_id="tiny-v1", model_alias="tiny", model_source=str(tiny_model_dir),
+                          model_name="tiny", model_version="1", quantization="int8", speculative_tokens=3,
+                          prefix_caching=True, prefix_block_tokens=8)
+    engine = build_engine(spec, "cpu", tmp_path)
+    assert isinstance(engine, Engine)
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in engine.loaded.model.modules())
+    assert engine.speculative_tokens == 3
+    assert engine.prefix_cache is not None and engine.prefix_cache.block_tokens == 8
+    plain = build_engine(spec.model_copy(update={"quantization": None, "speculative_tokens": 0, "prefix_caching": False}),
+                         "cpu", tmp_path)
+    assert isinstance(plain, Engine) and plain.speculative_tokens == 0 and plain.prefix_cache is None
+    assert not any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in plain.loaded.model.modules())
