@@ -104,14 +104,14 @@ DEAD_LETTER_TEXT_MAX = 8 * 1024
 
 
 def dead_letter_row(letter: DeadLetter, redact: Redactor, occurred_at: datetime | None = None) -> list[Any]:
-    """The ``dead_letters`` row of a dead letter: the first ``DEAD_LETTER_TEXT_MAX`` bytes of its original and its
-    key as redacted text, with the whole original's size and SHA-256."""
+    """The ``dead_letters`` row of a dead letter: its reason, the first ``DEAD_LETTER_TEXT_MAX`` bytes of its original
+    and its key as redacted text (a reason may quote the refused value), with the whole original's size and SHA-256."""
     original = letter.original()
     key = None if letter.original_key_b64 is None else base64.b64decode(letter.original_key_b64)
     size = letter.original_size if letter.original_size is not None else len(original)
     digest = letter.original_sha256 or hashlib.sha256(original).hexdigest()
     return [
         occurred_at or utc_now(), letter.topic, letter.partition, letter.offset, letter.consumer, letter.error_kind,
-        as_text(letter.error.encode("utf-8", errors="replace")), redact(as_text(original[:DEAD_LETTER_TEXT_MAX])),
+        redact(as_text(letter.error.encode("utf-8", errors="replace"))), redact(as_text(original[:DEAD_LETTER_TEXT_MAX])),
         None if key is None else redact(as_text(key)), size, digest,
     ]
