@@ -66,3 +66,18 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("- a list\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         load_spec(bad)
+
+
+def test_rollout_topics_are_created_as_the_catalog_says() -> None:
+    from dataclasses import replace
+
+    from schemas.topics import TOPICS
+    from services.rollout.topics import RolloutTopics
+
+    for spec in RolloutTopics().specs_for_creation():
+        # same layout as the catalog's topic of that name (alerts and dead letters: 30 days, not 7)
+        assert spec == TOPICS[spec.name], spec.name
+    renamed = RolloutTopics(alerts="t.alerts", deadletter="t.deadletter").specs_for_creation()
+    by_name = {s.name: s for s in renamed}
+    assert by_name["t.alerts"] == replace(TOPICS["llm.alerts"], name="t.alerts")
+    assert by_name["t.deadletter"].retention_ms == TOPICS["llm.deadletter"].retention_ms == 30 * 24 * 3600 * 1000
