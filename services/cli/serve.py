@@ -15,7 +15,7 @@ def serve(ctx: click.Context, spec_ref: str, address: str | None) -> None:
     """Run one deployment (one model version) as Ray Serve replicas consuming llm.dispatch.<deployment>.
 
     DEPLOYMENT_SPEC is a YAML file, or the name of a spec shipped with the package (smollm2-cpu,
-    llama-1b-gpu; see services/inference/specs/). Each replica joins the consumer group
+    smollm2-vllm-cpu, llama-1b-gpu, llama-1b-vllm-gpu; see services/inference/specs/). Each replica joins the consumer group
     inference.<deployment>, generates with continuous batching, streams llm.completion-chunks and
     publishes one Completion per request to llm.completions. Runs until Ctrl-C, then finishes or
     releases in-flight work.

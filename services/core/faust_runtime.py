@@ -1,7 +1,7 @@
 """Guard rails for every faust-streaming app of llmops-stream (stream worker, canary judge).
 
 faust-streaming 0.15.3 loses data in three ways unless an app is written a certain way (measured on the local
-broker and documented in the README, "Faust apps"):
+broker and documented in the README, "The stream worker", under "Ack discipline"):
 
 * ``Stream.take()`` acks its buffer in a ``finally``: a batch whose side effect failed or was cancelled is acked
   anyway. So agents consume with ``Stream.noack_take(n, within)`` and ack each event with ``await

@@ -2,8 +2,12 @@
 
 :func:`run_until_signalled` runs a service's coroutine in a fresh event loop. The first SIGINT or SIGTERM
 calls the service's own ``stop`` (finish or release in-flight work, commit what is done) and the
-coroutine returns normally; a second signal cancels it outright. Every command that runs until stopped
-(router, stream worker, judge, notifier, gateway) goes through here, so they all stop the same way.
+coroutine returns normally; a second signal cancels it outright. The plain asyncio services that run until
+stopped (router, notifier, gateway) go through here, so they stop the same way. The Faust apps (stream worker,
+judge) stop through Faust's own worker, which handles SIGINT and SIGTERM the same way: agents stop, what was
+acked is committed (``services/core/faust_runtime.py``). ``llmops serve`` and ``llmops demo`` drive Ray Serve
+from a blocking driver, where Ray installs signal handlers of its own: each catches SIGTERM itself after
+``ray.init`` and tears its deployments down (``serve_app.serve_deployment``, ``demo.run``).
 """
 
 from __future__ import annotations
