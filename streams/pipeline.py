@@ -87,26 +87,6 @@ def _processed(records: list[Record]) -> None:
         metrics.EVENTS_PROCESSED.labels(service="streams", topic=topic).inc(n)
 
 
-def _record_operations(events: list[Envelope[Completion]]) -> None:
-    """The GenAI client metrics of stored completions (label children looked up once per label set and batch)."""
-    groups: dict[tuple[str, ...], list[Completion]] = {}
-    for ev in events:
-        c = ev.payload
-        key = (c.model_alias or c.model_name, c.model_name, c.deployment_id, ev.tenant_id, c.finish_reason,
-               error_kind(c.finish_reason, c.error.kind if c.error else None))
-        groups.setdefault(key, []).append(c)
-    for (request_model, response_model, deployment, tenant, finish, error), completions in groups.items():
-        common = {"gen_ai_operation_name": "chat", "gen_ai_request_model": request_model,
-                  "gen_ai_response_model": response_model, "deployment": deployment, "tenant": tenant}
-        duration = metrics.OPERATION_DURATION.labels(**common, finish_reason=finish, error_type=error)
-        tokens_in = metrics.TOKEN_USAGE.labels(**common, gen_ai_token_type="input")
-        tokens_out = metrics.TOKEN_USAGE.labels(**common, gen_ai_token_type="output")
-        for c in completions:
-            duration.observe(c.total_ms / 1000)
-            tokens_in.observe(c.prompt_tokens)
-            tokens_out.observe(c.completion_tokens)
-
-
 @dataclass
 class _PreparedCompletions:
     """A decoded completions batch with its rows and window facts, before any I/O."""
@@ -272,7 +252,9 @@ class Pipeline:
         if self.drift is not None:
             for ev, _ in stored:
                 self.drift.add(ev.tenant_id, ev.payload)
-        _record_operations([ev for ev, _ in stored])
+        metrics.record_completions((ev.payload, ev.tenant_id, error_kind(ev.payload.finish_reason,
+                                                                          ev.payload.error.kind if ev.payload.error else None))
+                                   for ev, _ in stored)
         for row in prepared.finding_rows:
             kinds = row[SAFETY_COLUMNS.index("kinds")]
             metrics.SAFETY_FINDINGS.labels(category=row[SAFETY_COLUMNS.index("category")], kind=kinds[0] if kinds else "",

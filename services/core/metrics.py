@@ -33,6 +33,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from wsgiref.simple_server import WSGIServer
@@ -318,27 +319,24 @@ ALERT_DELIVERIES = _family(MetricSpec(
 ))
 
 
-def record_operation(
-    *,
-    operation: str,
-    request_model: str,
-    response_model: str,
-    deployment: str,
-    tenant: str,
-    finish_reason: str,
-    error_type: str,
-    duration_s: float,
-    input_tokens: int,
-    output_tokens: int,
-) -> None:
-    """One finished GenAI operation: its duration and its input and output token usage."""
-    common = {
-        "gen_ai_operation_name": operation, "gen_ai_request_model": request_model,
-        "gen_ai_response_model": response_model, "deployment": deployment, "tenant": tenant,
-    }
-    OPERATION_DURATION.labels(**common, finish_reason=finish_reason, error_type=error_type).observe(duration_s)
-    TOKEN_USAGE.labels(**common, gen_ai_token_type="input").observe(input_tokens)
-    TOKEN_USAGE.labels(**common, gen_ai_token_type="output").observe(output_tokens)
+def record_completions(completions: Iterable[tuple[Completion, str, str]], operation: str = "chat") -> None:
+    """The GenAI client metrics of finished completions, each given with its tenant and error type: duration (its
+    ``total_ms``, as the replica measured it) and input and output token usage. Label children are looked up once
+    per label set."""
+    groups: dict[tuple[str, ...], list[Completion]] = {}
+    for c, tenant, error_type in completions:
+        key = (c.model_alias or c.model_name, c.model_name, c.deployment_id, tenant, c.finish_reason, error_type)
+        groups.setdefault(key, []).append(c)
+    for (request_model, response_model, deployment, tenant, finish, error), group in groups.items():
+        common = {"gen_ai_operation_name": operation, "gen_ai_request_model": request_model,
+                  "gen_ai_response_model": response_model, "deployment": deployment, "tenant": tenant}
+        duration = OPERATION_DURATION.labels(**common, finish_reason=finish, error_type=error)
+        tokens_in = TOKEN_USAGE.labels(**common, gen_ai_token_type="input")
+        tokens_out = TOKEN_USAGE.labels(**common, gen_ai_token_type="output")
+        for c in group:
+            duration.observe(c.total_ms / 1000)
+            tokens_in.observe(c.prompt_tokens)
+            tokens_out.observe(c.completion_tokens)
 
 
 class HttpServerMetrics:
@@ -398,16 +396,6 @@ def record_rollout_event(event: RolloutEvent) -> None:
         for quantity, value in quantities.items():
             if value is not None:
                 ROLLOUT_GATE_STATISTIC.labels(alias=event.alias, gate=gate.gate, quantity=quantity).set(value)
-
-
-def record_completion(completion: Completion, *, operation: str, request_model: str, tenant: str | None = None) -> None:
-    """:func:`record_operation` for one completion event (duration: its ``total_ms``, as the replica measured it)."""
-    record_operation(
-        operation=operation, request_model=request_model, response_model=completion.model_name,
-        deployment=completion.deployment_id, tenant=tenant or completion.tenant, finish_reason=completion.finish_reason,
-        error_type=completion.error.kind if completion.error else "", duration_s=completion.total_ms / 1000.0,
-        input_tokens=completion.prompt_tokens, output_tokens=completion.completion_tokens,
-    )
 
 
 def exposition() -> bytes:

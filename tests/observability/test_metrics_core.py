@@ -7,6 +7,7 @@ import re
 import pytest
 from prometheus_client import CollectorRegistry
 
+from schemas.completions import Completion
 from services.core import metrics
 from services.core.settings import Settings
 from tests.observability.scrape import Scrape, scrape
@@ -61,11 +62,10 @@ def test_server_serves_the_registry_after_traffic() -> None:
             deployment="core-test", tenant="core-test-tenant",
         )
         before = scrape(server.url)
-        metrics.record_operation(
-            operation="chat", request_model="chat", response_model="smollm2", deployment="core-test",
-            tenant="core-test-tenant", finish_reason="stop", error_type="", duration_s=1.5, input_tokens=12,
-            output_tokens=30,
-        )
+        completion = Completion(request_id="core-test-1", tenant="core-test-tenant", deployment_id="core-test",
+                                model_alias="chat", model_name="smollm2", text="hi", finish_reason="stop",
+                                prompt_tokens=12, completion_tokens=30, total_ms=1500.0)
+        metrics.record_completions([(completion, "core-test-tenant", "")])
         after = scrape(server.url)
         name = "gen_ai_client_operation_duration_seconds"
         assert after.total(name + "_count", **labels) == before.total(name + "_count", **labels) + 1
