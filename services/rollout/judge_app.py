@@ -39,7 +39,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from schemas.aggregates import DeploymentWindow
 from schemas.alerts import Alert
 from schemas.codec import DecodeError, decode, encode, make_event
-from schemas.deadletter import DeadLetter
 from schemas.envelope import Envelope
 from schemas.rollout_specs import RolloutSpecRecord
 from schemas.rollouts import RolloutEvent
@@ -49,6 +48,7 @@ from services.core.clickhouse.migrations import migrate
 from services.core.clickhouse.writer import ClickHouseWriter
 from services.core.faust_runtime import BatchGuard, OutMessage, Record, batch_agent, hard_exit, make_app, publish
 from services.core.kafka.config import aiokafka_consumer_kwargs
+from services.core.kafka.deadletters import dead_letter_message
 from services.core.kafka.from_beginning import assign_from_beginning, caught_up
 from services.core.metrics import start_metrics_server
 from services.core.settings import Settings, get_settings
@@ -194,10 +194,8 @@ class Judge:
         return window, None
 
     def _letter(self, rec: Record, kind: str, error: str) -> OutMessage:
-        letter = DeadLetter.from_bytes(topic=rec.topic, partition=rec.partition, offset=rec.offset, error_kind=kind,
-                                       error=error, value=rec.value or b"", key=rec.key, consumer=self.config.group_id)
-        value, headers = encode(make_event(letter, source=SOURCE, tenant_id="_system"))
-        return OutMessage(self.topics.deadletter, rec.position.encode(), value, headers)
+        return OutMessage(self.topics.deadletter, *dead_letter_message(rec, kind, error, consumer=self.config.group_id,
+                                                                       source=SOURCE, tenant_id="_system"))
 
     async def _load(self, run: Run) -> None:
         sql, params = windows_query(sorted(run.deployments()), self.state.history_since(run))

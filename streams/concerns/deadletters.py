@@ -12,30 +12,23 @@ of the ingest agent itself (never republished, so nothing loops).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-from schemas.codec import DecodeError, decode, encode, make_event
+from schemas.codec import DecodeError, decode
 from schemas.deadletter import DeadLetter
 from services.core.clickhouse.raw_tables import DEAD_LETTER_COLUMNS, dead_letter_row
 from services.core.faust_runtime import OutMessage, Record
+from services.core.kafka.deadletters import encode_dead_letter
 from streams.concerns.decode import dead_letter
 from streams.concerns.sink import Sink
 
-_NS = uuid.UUID("2d0f0d57-7c77-4f57-8a53-2f8cbbf1e0a4")
 INGEST_CONSUMER = "streams.deadletters"
 
 
 def dead_letter_messages(letters: list[DeadLetter], topic: str, source: str) -> list[OutMessage]:
     """The messages that publish these dead letters, keyed by source position; ids are derived from it."""
-    out = []
-    for letter in letters:
-        position = f"{letter.topic}/{letter.partition}/{letter.offset}"
-        value, headers = encode(make_event(letter, source=source, tenant_id="unknown",
-                                           event_id=uuid.uuid5(_NS, f"{position}/{letter.consumer}")))
-        out.append(OutMessage(topic, position.encode(), value, headers))
-    return out
+    return [OutMessage(topic, *encode_dead_letter(letter, source=source)) for letter in letters]
 
 
 class DeadLetterIngest:

@@ -23,24 +23,42 @@ DEAD_LETTER_NAMESPACE = uuid.UUID("5b0e6a39-3f0c-4e54-9d0b-3f6f3c1e2a71")
 """uuid5 namespace of dead-letter event ids (the notifier's, whose ids stay as they were)."""
 
 
-class SourceRecord(Protocol):
-    """What a dead letter needs of a consumed record (aiokafka's ConsumerRecord has it)."""
+class SourcePosition(Protocol):
+    """Where a record was (a consumed record, or the dead letter of one)."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
 
 
-def position(record: SourceRecord) -> str:
+class SourceRecord(SourcePosition, Protocol):
+    """What a dead letter needs of a consumed record (aiokafka's ConsumerRecord and the Faust runtime's Record have it)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+def position(record: SourcePosition) -> str:
     """``topic/partition/offset``: the dead letter's key and the root of its event id."""
     return f"{record.topic}/{record.partition}/{record.offset}"
 
 
-def dead_letter_id(record: SourceRecord, consumer: str) -> uuid.UUID:
+def dead_letter_id(record: SourcePosition, consumer: str) -> uuid.UUID:
     """The same id every time ``consumer`` dead-letters this record."""
     return uuid.uuid5(DEAD_LETTER_NAMESPACE, f"{position(record)}/{consumer}")
+
+
+def encode_dead_letter(letter: DeadLetter, *, source: str, tenant_id: str = "unknown") -> tuple[bytes, bytes, Headers]:
+    """(key, value, headers) of ``letter``, ready for any producer: keyed by its source position, with the event id
+    :func:`dead_letter_id` gives its record and consumer."""
+    event = make_event(letter, source=source, tenant_id=tenant_id, event_id=dead_letter_id(letter, letter.consumer))
+    value, headers = encode(event)
+    return position(letter).encode(), value, headers
 
 
 def dead_letter_message(
@@ -51,9 +69,7 @@ def dead_letter_message(
         topic=record.topic, partition=record.partition, offset=record.offset, error_kind=error_kind, error=error,
         value=record.value, key=record.key, consumer=consumer,
     )
-    event = make_event(letter, source=source, tenant_id=tenant_id, event_id=dead_letter_id(record, consumer))
-    value, headers = encode(event)
-    return position(record).encode(), value, headers
+    return encode_dead_letter(letter, source=source, tenant_id=tenant_id)
 
 
 async def send_dead_letter(
