@@ -31,7 +31,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,12 +39,11 @@ import torch
 from transformers.cache_utils import DynamicCache
 
 from services.inference.engine_api import (
-    UNHEALTHY_AFTER_FAILED_STEPS,
     DeltaCallback,
     EngineRequest,
     EngineResult,
     EngineStats,
-    EngineUnhealthy,
+    EngineThread,
     ErrorKind,
     FinishCallback,
     FinishReason,
@@ -98,7 +96,7 @@ class _Seq:
     accepted: int = 0
 
 
-class Engine:
+class Engine(EngineThread[_Seq]):
     """Continuous batching over one loaded model. ``submit``/``abort``/``stats`` are thread-safe; ``step`` runs on
     one thread (the engine's own after :meth:`start`, or the caller's in tests and benchmarks).
 
@@ -123,10 +121,7 @@ class Engine:
         self.limits = limits or EngineLimits()
         self.speculative_tokens = speculative_tokens
         self.prefix_cache = PrefixCache(prefix_block_tokens) if prefix_caching else None
-        self._inbox: list[_Seq] = []
-        self._cancels: list[tuple[set[str], threading.Event]] = []
-        self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
+        super().__init__()
         self._waiting: list[tuple[int, int, _Seq]] = []
         self._order = itertools.count()
         self._rows: list[_Seq] = []
@@ -134,10 +129,6 @@ class Engine:
         self._kv: KVList = []
         self._mask: torch.Tensor | None = None
         self._reserved = 0
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._failed_steps = 0
-        self._last_error: str | None = None
         self.steps = 0
         self.forwards = 0
         """Successful model forwards (prefills and decode/verify steps)."""
@@ -163,23 +154,7 @@ class Engine:
     ) -> None:
         arrival = req.arrival if req.arrival is not None else time.monotonic()
         reserve = len(req.prompt_ids) + req.sampling.max_tokens
-        seq = _Seq(req=req, on_delta=on_delta, on_finish=on_finish, arrival=arrival, reserve=reserve)
-        with self._wakeup:
-            self._inbox.append(seq)
-            self._wakeup.notify()
-
-    def abort(self, request_ids: set[str], timeout_s: float = 30.0) -> bool:
-        """Drop these requests (queued or running) without callbacks; blocks until the engine thread has done so.
-
-        After it returns True, no callback for them runs any more. Without a running engine thread, call ``step``.
-        """
-        done = threading.Event()
-        with self._wakeup:
-            self._cancels.append((set(request_ids), done))
-            self._wakeup.notify()
-        if self._thread is None or threading.current_thread() is self._thread:
-            return False
-        return done.wait(timeout_s)
+        self._submit(_Seq(req=req, on_delta=on_delta, on_finish=on_finish, arrival=arrival, reserve=reserve))
 
     @property
     def num_running(self) -> int:
@@ -209,11 +184,6 @@ class Engine:
             kv_capacity_tokens=self.limits.token_budget, steps=self.steps, extra=extra,
         )
 
-    def check_health(self) -> None:
-        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
-            raise EngineUnhealthy(f"the engine thread died: {self._last_error}")
-        if self._failed_steps >= UNHEALTHY_AFTER_FAILED_STEPS:
-            raise EngineUnhealthy(f"{self._failed_steps} engine steps failed in a row; last: {self._last_error}")
 
     # ---- the scheduler ------------------------------------------------------------------------------------
 
@@ -573,46 +543,12 @@ class Engine:
     def _fail(self, seq: _Seq, kind: ErrorKind, message: str, reason: FinishReason = "error") -> None:
         self._finish(seq, reason, text="", error=(kind, message))
 
-    # ---- the engine thread ----------------------------------------------------------------------------
+    # ---- the engine thread (EngineThread runs the loop) ---------------------------------------------------
 
-    def start(self) -> None:
-        """Run ``step`` on a daemon thread until :meth:`stop`."""
-        if self._thread is not None:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="inference-engine", daemon=True)
-        self._thread.start()
+    def _progress(self) -> int:
+        return self.forwards
 
-    def _loop(self) -> None:
-        try:
-            while not self._stopping:
-                busy = self.run_step()
-                if not busy:
-                    with self._wakeup:
-                        if not self._inbox and not self._cancels and not self._stopping:
-                            self._wakeup.wait(timeout=0.05)
-        except BaseException as exc:
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("the engine thread died")
-            raise
-
-    def run_step(self) -> bool:
-        """``step``, except that a failing step fails every request it held (each gets its ``on_finish``) and
-        counts towards :meth:`check_health` until a model forward succeeds again; the engine keeps serving."""
-        forwards = self.forwards
-        try:
-            busy = self.step()
-        except Exception as exc:  # fail what the step held, keep serving
-            self._failed_steps += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("engine step failed (%d in a row)", self._failed_steps)
-            self._fail_all(f"engine step failed: {self._last_error}")
-            return False
-        if self.forwards > forwards:
-            self._failed_steps = 0
-        return busy
-
-    def _fail_all(self, message: str) -> None:
+    def _fail_held(self, message: str) -> None:
         """Fail every running and being-admitted request (each exactly once) and reset the batch cache."""
         held = self._rows + self._admitting
         self._rows, self._admitting = [], []
@@ -622,12 +558,7 @@ class Engine:
 
     def stop(self) -> list[str]:
         """Stop the thread; unfinished requests are abandoned (their ids returned) without callbacks."""
-        self._stopping = True
-        with self._wakeup:
-            self._wakeup.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self.stop_thread()
         with self._lock:
             abandoned = [s.req.request_id for s in self._inbox]
             self._inbox = []

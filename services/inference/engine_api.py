@@ -14,9 +14,10 @@ default) and vLLM (:mod:`services.inference.vllm_engine`, for GPU fleets, in the
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,118 @@ def call_back(callback: Callable[..., None], *args: Any) -> None:
 
 class EngineUnhealthy(RuntimeError):
     """The engine cannot serve any more (its thread died, or every step fails): the replica must be replaced."""
+
+
+Item = TypeVar("Item")
+
+
+class EngineThread(Generic[Item]):
+    """The thread plumbing every engine shares; a backend implements ``step`` and the three hooks below.
+
+    Other threads append submissions (``Item``s) and cancellations to ``_inbox`` and ``_cancels`` under ``_lock``;
+    ``step`` takes them on the engine thread. That thread runs :meth:`run_step` until :meth:`stop_thread`: a
+    failing step fails every request it held (``_fail_held``, each gets its ``on_finish``) and counts towards
+    :meth:`check_health` until a step makes progress again (``_progress`` grew); the engine keeps serving.
+    """
+
+    name = "engine"
+    """How the engine is named in log lines and health errors."""
+    thread_name = "inference-engine"
+
+    def __init__(self) -> None:
+        self._inbox: list[Item] = []
+        self._cancels: list[tuple[set[str], threading.Event]] = []
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._failed_steps = 0
+        self._last_error: str | None = None
+
+    # ---- what a backend implements ----
+
+    def step(self) -> bool:
+        """One scheduling step on the engine thread; False when there was nothing to do."""
+        raise NotImplementedError
+
+    def _progress(self) -> int:
+        """A counter that grows when a step did real work on the model (a failure streak ends there)."""
+        raise NotImplementedError
+
+    def _fail_held(self, message: str) -> None:
+        """Finish every request the failed step held with an ``internal`` error (each exactly once)."""
+        raise NotImplementedError
+
+    # ---- shared ----
+
+    def _submit(self, item: Item) -> None:
+        with self._wakeup:
+            self._inbox.append(item)
+            self._wakeup.notify()
+
+    def abort(self, request_ids: set[str], timeout_s: float = 30.0) -> bool:
+        """Drop these requests (queued or running) without callbacks; blocks until the engine thread has done so.
+
+        After it returns True, no callback for them runs any more. Without a running engine thread, call ``step``.
+        """
+        done = threading.Event()
+        with self._wakeup:
+            self._cancels.append((set(request_ids), done))
+            self._wakeup.notify()
+        if self._thread is None or threading.current_thread() is self._thread:
+            return False
+        return done.wait(timeout_s)
+
+    def check_health(self) -> None:
+        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
+            raise EngineUnhealthy(f"the {self.name} thread died: {self._last_error}")
+        if self._failed_steps >= UNHEALTHY_AFTER_FAILED_STEPS:
+            raise EngineUnhealthy(f"{self._failed_steps} {self.name} steps failed in a row; last: {self._last_error}")
+
+    def start(self) -> None:
+        """Run ``run_step`` on a daemon thread until :meth:`stop_thread`."""
+        if self._thread is not None:
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopping:
+                if not self.run_step():
+                    with self._wakeup:
+                        if not self._inbox and not self._cancels and not self._stopping:
+                            self._wakeup.wait(timeout=0.05)
+        except BaseException as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("the %s thread died", self.name)
+            raise
+
+    def run_step(self) -> bool:
+        """``step``, except that a failing step fails every request it held and counts towards
+        :meth:`check_health` until a step makes progress again; the engine keeps serving. False if idle."""
+        progress = self._progress()
+        try:
+            busy = self.step()
+        except Exception as exc:  # fail what the step held, keep serving
+            self._failed_steps += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s step failed (%d in a row)", self.name, self._failed_steps)
+            self._fail_held(f"{self.name} step failed: {self._last_error}")
+            return False
+        if self._progress() > progress:
+            self._failed_steps = 0
+        return busy
+
+    def stop_thread(self) -> None:
+        """Stop the engine thread (it finishes its current step); what is left is the backend's to abandon."""
+        self._stopping = True
+        with self._wakeup:
+            self._wakeup.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
 
 
 class InferenceEngine(Protocol):

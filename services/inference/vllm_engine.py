@@ -19,19 +19,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.inference.engine_api import (
-    UNHEALTHY_AFTER_FAILED_STEPS,
     DeltaCallback,
     EngineRequest,
     EngineResult,
     EngineStats,
-    EngineUnhealthy,
+    EngineThread,
     ErrorKind,
     FinishCallback,
     FinishReason,
@@ -143,8 +141,11 @@ class _Tracked:
     cached_tokens: int = 0
 
 
-class VllmEngine:
+class VllmEngine(EngineThread[_Tracked]):
     """A ``vllm.LLMEngine`` behind :class:`services.inference.engine_api.InferenceEngine`."""
+
+    name = "vLLM engine"
+    thread_name = "vllm-engine"
 
     def __init__(self, spec: DeploymentSpec, model_dir: str, device: str) -> None:
         vllm = _vllm()
@@ -160,15 +161,8 @@ class VllmEngine:
         self._tokenizer = self._engine.get_tokenizer()
         self._max_context = int(self._engine.model_config.max_model_len)
         self._eos = self._engine.model_config.hf_config.eos_token_id
-        self._inbox: list[_Tracked] = []
-        self._cancels: list[tuple[set[str], threading.Event]] = []
-        self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
+        super().__init__()
         self._tracked: dict[str, _Tracked] = {}
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._failed_steps = 0
-        self._last_error: str | None = None
         self.steps = 0
 
     @classmethod
@@ -188,18 +182,7 @@ class VllmEngine:
     def submit(self, req: EngineRequest, on_delta: DeltaCallback | None = None,
                on_finish: FinishCallback | None = None) -> None:
         arrival = req.arrival if req.arrival is not None else time.monotonic()
-        with self._wakeup:
-            self._inbox.append(_Tracked(req=req, on_delta=on_delta, on_finish=on_finish, arrival=arrival))
-            self._wakeup.notify()
-
-    def abort(self, request_ids: set[str], timeout_s: float = 30.0) -> bool:
-        done = threading.Event()
-        with self._wakeup:
-            self._cancels.append((set(request_ids), done))
-            self._wakeup.notify()
-        if self._thread is None or threading.current_thread() is self._thread:
-            return False
-        return done.wait(timeout_s)
+        self._submit(_Tracked(req=req, on_delta=on_delta, on_finish=on_finish, arrival=arrival))
 
     def has_work(self) -> bool:
         with self._lock:
@@ -229,26 +212,8 @@ class VllmEngine:
             return None
         return None
 
-    def check_health(self) -> None:
-        if self._thread is not None and not self._thread.is_alive() and not self._stopping:
-            raise EngineUnhealthy(f"the vLLM engine thread died: {self._last_error}")
-        if self._failed_steps >= UNHEALTHY_AFTER_FAILED_STEPS:
-            raise EngineUnhealthy(f"{self._failed_steps} vLLM steps failed in a row; last: {self._last_error}")
-
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="vllm-engine", daemon=True)
-        self._thread.start()
-
     def stop(self) -> list[str]:
-        self._stopping = True
-        with self._wakeup:
-            self._wakeup.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self.stop_thread()
         with self._lock:
             abandoned = [t.req.request_id for t in self._inbox] + list(self._tracked)
             self._inbox = []
@@ -257,42 +222,20 @@ class VllmEngine:
             self._tracked.clear()
         return abandoned
 
-    # ---- the engine thread ----------------------------------------------------------------------------
+    # ---- the engine thread (EngineThread runs the loop) ---------------------------------------------------
 
-    def _loop(self) -> None:
-        try:
-            while not self._stopping:
-                if not self.run_step():
-                    with self._wakeup:
-                        if not self._inbox and not self._cancels and not self._stopping:
-                            self._wakeup.wait(timeout=0.05)
-        except BaseException as exc:
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("the vLLM engine thread died")
-            raise
+    def _progress(self) -> int:
+        return self.steps
 
-    def run_step(self) -> bool:
-        """One step; a failing one fails every request it held (each gets its ``on_finish``) and counts towards
-        :meth:`check_health` until a vLLM step succeeds again. False if idle."""
-        steps = self.steps
+    def _fail_held(self, message: str) -> None:
+        held = list(self._tracked.values())
+        self._tracked.clear()
         try:
-            busy = self.step()
-        except Exception as exc:  # fail what the step held, keep serving
-            self._failed_steps += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            log.exception("vLLM step failed (%d in a row)", self._failed_steps)
-            held = list(self._tracked.values())
-            self._tracked.clear()
-            try:
-                self._engine.abort_request([t.req.request_id for t in held])
-            except Exception:  # the engine may be broken beyond aborting; the requests are finished below anyway
-                log.exception("aborting after a failed step failed too")
-            for t in held:
-                self._finish(t, "error", error=("internal", f"vLLM step failed: {self._last_error}"))
-            return False
-        if self.steps > steps:
-            self._failed_steps = 0
-        return busy
+            self._engine.abort_request([t.req.request_id for t in held])
+        except Exception:  # the engine may be broken beyond aborting; the requests are finished below anyway
+            log.exception("aborting after a failed step failed too")
+        for t in held:
+            self._finish(t, "error", error=("internal", message))
 
     def step(self) -> bool:
         with self._lock:
