@@ -117,9 +117,13 @@ def test_prometheus_scrapes_and_evaluates_every_dashboard_expression(
     with prometheus(tmp_path, {"llmops": targets}) as prom:
         wait_until(lambda: len([t for t in prom.targets() if t["health"] == "up"]) == 2, 30, "both targets up")
         assert all(t["scrapeUrl"].startswith("http://127.0.0.1:") for t in prom.targets())
-        # rate() needs two samples of the counters after traffic: wait until the first panel has data.
-        wait_until(lambda: prom.query(promql("sum(rate(gen_ai_client_operation_duration_seconds_count[$__rate_interval]))")),
-                   30, "two scrapes")
+        # rate() needs two samples of a counter: wait until every target has been scraped twice (targets are scraped
+        # at different offsets, so the worker's counters having two samples says nothing of the gateway's).
+        def scraped_twice() -> bool:
+            counts = prom.query("count_over_time(up[1m])")
+            return len(counts) == len(targets) and all(float(c["value"][1]) >= 2 for c in counts)
+
+        wait_until(scraped_twice, 30, "two scrapes of every target")
         shown = set()
         expressions = [q for q in queries() if q.datasource == PROMETHEUS_DS]
         assert len(expressions) >= 25
