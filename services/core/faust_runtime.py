@@ -305,18 +305,25 @@ def batch_agent(
     return app.agent(raw_topic(app, topics), name=agent_name, concurrency=1)(process)
 
 
+async def _guarded(job: Callable[[], Awaitable[None]], what: str, again_s: float) -> bool:
+    """Await ``job()``: True when it returned, False when it failed (logged); a :class:`Fatal` exits hard."""
+    try:
+        await job()
+        return True
+    except asyncio.CancelledError:
+        raise
+    except Fatal as exc:
+        hard_exit(f"{what}: {exc}")
+    except Exception:  # a background job never takes the worker down
+        log.exception("%s failed; it runs again in %.1fs", what, again_s)
+    return False
+
+
 def guarded_timer(app: faust.App, interval_s: float, job: Callable[[], Awaitable[None]], name: str) -> None:
     """Run ``job`` every ``interval_s`` on every worker; a failure is logged and the next tick runs as usual."""
 
     async def tick() -> None:
-        try:
-            await job()
-        except asyncio.CancelledError:
-            raise
-        except Fatal as exc:
-            hard_exit(f"timer {name}: {exc}")
-        except Exception:  # a periodic job never takes the worker down
-            log.exception("timer %s failed; it runs again in %.1fs", name, interval_s)
+        await _guarded(job, f"timer {name}", interval_s)
 
     tick.__name__ = tick.__qualname__ = name.replace(".", "_").replace("-", "_")
     app.timer(interval_s, name=name)(tick)
@@ -328,15 +335,8 @@ def guarded_task(app: faust.App, job: Callable[[], Awaitable[None]], name: str, 
 
     async def supervise() -> None:
         while True:
-            try:
-                await job()
+            if await _guarded(job, f"task {name}", retry_s):
                 return
-            except asyncio.CancelledError:
-                raise
-            except Fatal as exc:
-                hard_exit(f"task {name}: {exc}")
-            except Exception:  # a background job never takes the worker down
-                log.exception("task %s failed; it starts again in %.1fs", name, retry_s)
             await asyncio.sleep(retry_s)
 
     supervise.__name__ = supervise.__qualname__ = name.replace(".", "_").replace("-", "_")
